@@ -1,0 +1,1 @@
+"""The lorebot application: settings, CLI, wiring and the answer pipeline."""

@@ -1,0 +1,1 @@
+"""Slack listeners, one module per surface. Built in the Slack bot issue; empty until then."""
