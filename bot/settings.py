@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SearchMode = Literal["bm25", "dense", "hybrid", "rerank"]
@@ -43,6 +43,35 @@ class SearchSettings(BaseModel):
     max_file_mb: float = Field(20.0, gt=0, description="Larger files are skipped and reported.")
 
 
+class LLMSettings(BaseModel):
+    """An OpenAI-compatible chat model. Unset ``model`` (and no key) means extractive answers."""
+
+    base_url: str | None = Field(None, description="Defaults to OPENAI_BASE_URL, then OpenAI.")
+    api_key: SecretStr | None = Field(None, description="Defaults to OPENAI_API_KEY.")
+    model: str | None = Field(None, description="Model (or Azure deployment) name.")
+    azure_api_version: str | None = Field(None, description="Set to talk to Azure OpenAI.")
+    temperature: float = Field(0.1, ge=0, le=2)
+    max_output_tokens: int = Field(700, ge=16)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    context_tokens: int = Field(6000, ge=256, description="Budget for sources in the prompt.")
+    history_tokens: int = Field(800, ge=0, description="Budget for earlier turns.")
+    rewrite_followups: bool = Field(True, description="Rewrite follow-ups into standalone queries.")
+
+
+class AnswerSettings(BaseModel):
+    """How answers are assembled, with or without an LLM."""
+
+    min_similarity: float = Field(
+        0.25, description="Evidence threshold: best query-passage cosine similarity below this "
+        "means the knowledge base does not cover the question."
+    )
+    min_rerank_score: float = Field(
+        0.1, description="Evidence threshold on the reranker's 0..1 score, when one is configured."
+    )
+    max_sources: int = Field(5, ge=1, description="Sources listed under an answer.")
+
+
 class Settings(BaseSettings):
     """The one settings object; `bot.wiring` builds every service from it."""
 
@@ -55,6 +84,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path(".lorebot"), description="Everything lorebot writes lives here.")
     search: SearchSettings = SearchSettings()
+    llm: LLMSettings = LLMSettings()
+    answer: AnswerSettings = AnswerSettings()
 
     @property
     def index_path(self) -> Path:

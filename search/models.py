@@ -53,6 +53,9 @@ class Hit:
     headings: tuple[str, ...] = ()
     path: str | None = None
     url: str | None = None
+    # Cosine similarity of query and chunk when the dense side saw it: unlike rank-fusion scores it
+    # is comparable across queries, so the evidence threshold can use it.
+    similarity: float | None = None
 
     @property
     def location(self) -> str | None:
