@@ -38,7 +38,9 @@ class SearchSettings(BaseModel):
     headings_weight: float = Field(1.5, ge=0, description="BM25 weight of the heading path.")
     text_weight: float = Field(1.0, ge=0, description="BM25 weight of the chunk text.")
     rerank_depth: int = Field(30, ge=1, description="How many fused hits the reranker rescores.")
-    default_mode: SearchMode = "hybrid"
+    default_mode: SearchMode | None = Field(
+        None, description="Unset: `rerank` when a reranker is configured, else `hybrid`."
+    )
     top_k: int = Field(5, ge=1, description="Passages used for an answer.")
     max_file_mb: float = Field(20.0, gt=0, description="Larger files are skipped and reported.")
 
@@ -78,6 +80,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LOREBOT_",
         env_nested_delimiter="__",
+        env_ignore_empty=True,  # `KEY=` in .env means "use the default", as .env.example shows
         env_file=".env",
         extra="ignore",
     )

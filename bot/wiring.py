@@ -1,0 +1,100 @@
+"""Builds every service from settings; the one place that knows which implementation is used."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.settings import Settings
+
+
+@dataclass
+class Services:
+    """The running application's parts, built once and closed together."""
+
+    settings: Settings
+    index: object
+    embedder: object
+    reranker: object | None
+    retriever: object
+    indexer: object
+    llm: object | None = None
+    _pipeline: object | None = None
+
+    @property
+    def pipeline(self):
+        """The answer pipeline (built on first use: `lorebot index` never needs it)."""
+        if self._pipeline is None:
+            from bot.answer import AnswerPipeline
+
+            self._pipeline = AnswerPipeline(
+                self.retriever, self.llm, self.settings, count_tokens=self.count_tokens
+            )
+        return self._pipeline
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens as the embedding model counts them: a close, offline stand-in for the LLM's."""
+        return len(self.embedder.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    async def close(self) -> None:
+        await self.index.close()
+
+    async def __aenter__(self) -> Services:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+
+def open_index(settings: Settings, path: Path | None = None):
+    from search.index.sqlite import SqliteIndex
+
+    s = settings.search
+    return SqliteIndex(
+        path or settings.index_path,
+        title_weight=s.title_weight,
+        headings_weight=s.headings_weight,
+        text_weight=s.text_weight,
+    )
+
+
+def build_services(
+    settings: Settings, *, index_path: Path | None = None, with_llm: bool = True
+) -> Services:
+    """Wire the index, models, retriever, indexer and (optionally) the LLM from settings."""
+    from search.embedding import SentenceTransformerEmbedder
+    from search.indexer import Indexer
+    from search.retriever import Retriever
+
+    s = settings.search
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    index = open_index(settings, index_path)
+    embedder = SentenceTransformerEmbedder(
+        s.embedding_model, device=s.device, batch_size=s.embed_batch_size
+    )
+    reranker = None
+    if s.reranker_model:
+        from search.rerank import CrossEncoderReranker
+
+        reranker = CrossEncoderReranker(s.reranker_model, device=s.device)
+    retriever = Retriever(
+        index,
+        embedder,
+        reranker,
+        candidates=s.candidates,
+        rrf_k=s.rrf_k,
+        bm25_weight=s.bm25_weight,
+        dense_weight=s.dense_weight,
+        rerank_depth=s.rerank_depth,
+        default_mode=s.default_mode,
+    )
+    indexer = Indexer(
+        index, embedder, chunk_tokens=s.chunk_tokens, chunk_overlap=s.chunk_overlap
+    )
+    llm = None
+    if with_llm:
+        from bot.llm import build_llm
+
+        llm = build_llm(settings.llm, environ=os.environ)
+    return Services(settings, index, embedder, reranker, retriever, indexer, llm)

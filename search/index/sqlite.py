@@ -1,0 +1,782 @@
+"""The embedded index: one SQLite file, FTS5 for BM25, float32 vectors searched exactly with NumPy.
+
+What the file holds:
+
+* ``meta``: key/value pairs: schema version, vector dimension, index version (bumped by every
+  committed transaction).
+* ``documents``: one row per document, enough for the indexer to skip unchanged documents.
+* ``chunks``: one row per chunk: the original text, the heading path (JSON) and the vector blob.
+* ``chunks_fts``: FTS5 over title, headings and text, sharing rowids with ``chunks``. It holds a
+  CJK-segmented copy of the text (bigrams, see ``search.text.segment_cjk``), so Chinese, Japanese
+  and Korean are searchable; hits always show the original text from ``chunks``.
+
+Concurrency: every sqlite3 call runs on one worker thread owned by the index, so the event loop
+never blocks and no connection is shared between threads. That thread owns two connections: a
+writer, used only inside ``transaction()``, and a reader for searches. In WAL mode the reader sees
+the last committed snapshot, so searches during a long reindex keep answering from the previous
+index, in this process and in every other one, and a process killed mid-transaction leaves only
+uncommitted WAL frames behind, which SQLite ignores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+import unicodedata
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from search.errors import IndexStoreError
+from search.models import Chunk, Document, Hit, SourceStats, StoredDocument
+from search.text import segment_cjk
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_T = TypeVar("_T")
+
+# --------------------------------------------------------------------------------------------
+# Query parsing: free text -> a MATCH expression FTS5 always accepts.
+# --------------------------------------------------------------------------------------------
+
+# English function words carry no topic; a query made only of them keeps them (see below).
+# Question words are here because people ask the bot questions ("how do I rotate the key?").
+STOP_WORDS = frozenset(
+    """
+    a an and are as at be been but by can could did do does for from had has have how i if in
+    into is it its me my no not of on or our should so such than that the their them then there
+    these they this to us was we were what when where which who whom why will with would you your
+    """.split()
+)
+
+# A pasted paragraph should not become a 500-way OR: the first distinct terms carry the question.
+MAX_QUERY_TERMS = 64
+
+
+def _is_word_char(ch: str) -> bool:
+    # Letters, digits, marks and private-use characters: what FTS5's unicode61 treats as token
+    # characters (marks stay attached so scripts like Devanagari keep whole words).
+    category = unicodedata.category(ch)
+    return category[0] in "LNM" or category == "Co"
+
+
+def query_words(text: str) -> list[str]:
+    """The words of a free-text query, CJK runs already split into bigrams."""
+    words: list[str] = []
+    current: list[str] = []
+    for ch in segment_cjk(text):
+        if _is_word_char(ch):
+            current.append(ch)
+        elif current:
+            words.append("".join(current))
+            current = []
+    if current:
+        words.append("".join(current))
+    # A run of combining marks alone is no word.
+    return [w for w in words if any(unicodedata.category(c)[0] in "LN" for c in w)]
+
+
+def fts_query(text: str) -> str | None:
+    """A safe FTS5 MATCH expression for ``text``: its distinct words, each quoted, OR-ed.
+
+    Quoting every word neutralises FTS5 syntax (``AND``/``OR``/``NOT``/``NEAR``, ``*``, ``^``,
+    ``:``, parentheses) and punctuation never reaches FTS5 at all, so no input can raise a syntax
+    error. Stop words are dropped unless the query has nothing else. ``None`` means nothing is
+    left to search for.
+    """
+    words = query_words(text)
+    if not words:
+        return None
+    content = [w for w in words if w.casefold() not in STOP_WORDS] or words
+    distinct = list(dict.fromkeys(w.casefold() for w in content))[:MAX_QUERY_TERMS]
+    # Words hold no double quotes (punctuation was dropped), but escape anyway: it costs nothing.
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in distinct)
+
+
+# --------------------------------------------------------------------------------------------
+# The in-memory vector matrix.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Vectors:
+    """Every chunk vector as one matrix, tagged with the index version it reflects."""
+
+    version: int
+    dim: int | None
+    rowids: np.ndarray  # int64, one per row of matrix
+    matrix: np.ndarray  # float32, (n, dim)
+    source_codes: np.ndarray  # int32: index into `sources`
+    sources: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, version: int, dim: int | None) -> _Vectors:
+        return cls(
+            version=version,
+            dim=dim,
+            rowids=np.empty(0, dtype=np.int64),
+            matrix=np.empty((0, dim or 0), dtype=np.float32),
+            source_codes=np.empty(0, dtype=np.int32),
+        )
+
+    def code(self, source: str) -> int:
+        return self.sources.setdefault(source, len(self.sources))
+
+    def apply(self, delta: _Delta, version: int, dim: int | None) -> None:
+        """Bring the matrix from ``self.version`` to ``version`` without rereading the file."""
+        if delta.removed:
+            keep = ~np.isin(self.rowids, np.fromiter(delta.removed, dtype=np.int64))
+            self.rowids, self.matrix = self.rowids[keep], self.matrix[keep]
+            self.source_codes = self.source_codes[keep]
+        if delta.added:
+            if self.dim is None:
+                self.dim = dim
+                self.matrix = self.matrix.reshape(0, dim)
+            rowids = np.fromiter(delta.added, dtype=np.int64, count=len(delta.added))
+            codes = np.array([self.code(s) for s, _ in delta.added.values()], dtype=np.int32)
+            rows = np.stack([v for _, v in delta.added.values()])
+            self.rowids = np.concatenate([self.rowids, rowids])
+            self.matrix = np.concatenate([self.matrix, rows])
+            self.source_codes = np.concatenate([self.source_codes, codes])
+        self.version = version
+
+    def nearest(
+        self, query: np.ndarray, k: int, sources: Sequence[str] | None
+    ) -> list[tuple[int, float]]:
+        """(rowid, inner product) of the ``k`` best rows, best first, filter applied first."""
+        if sources is None:
+            candidates = None
+        else:
+            codes = [self.sources[s] for s in sources if s in self.sources]
+            candidates = np.flatnonzero(np.isin(self.source_codes, codes))
+            if candidates.size == 0:
+                return []
+        matrix = self.matrix if candidates is None else self.matrix[candidates]
+        scores = matrix @ query
+        if scores.size > k:
+            top = np.argpartition(-scores, k - 1)[:k]
+        else:
+            top = np.arange(scores.size)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        positions = top if candidates is None else candidates[top]
+        return [(int(self.rowids[p]), float(scores[t])) for p, t in zip(positions, top)]
+
+
+@dataclass
+class _Delta:
+    """What one transaction changed in the vector matrix, applied after its commit."""
+
+    removed: set[int] = field(default_factory=set)
+    added: dict[int, tuple[str, np.ndarray]] = field(default_factory=dict)  # rowid -> source, vec
+
+    def remove(self, rowids: Sequence[int]) -> None:
+        for rowid in rowids:
+            self.removed.add(rowid)
+            self.added.pop(rowid, None)  # written and deleted again in the same transaction
+
+
+@dataclass
+class _Transaction:
+    base_version: int
+    dim: int | None
+    delta: _Delta = field(default_factory=_Delta)
+
+
+class _Locked(Exception):
+    """Another connection holds the write lock; the caller retries without blocking the thread."""
+
+
+# --------------------------------------------------------------------------------------------
+# Schema.
+# --------------------------------------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    title TEXT NOT NULL,
+    path TEXT,
+    url TEXT,
+    modified REAL,
+    content_hash TEXT NOT NULL,
+    indexed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS documents_source ON documents (source);
+CREATE TABLE IF NOT EXISTS chunks (
+    rowid INTEGER PRIMARY KEY,
+    chunk_id TEXT NOT NULL UNIQUE,
+    doc_id TEXT NOT NULL,
+    ordinal INTEGER NOT NULL,
+    headings TEXT NOT NULL,
+    text TEXT NOT NULL,
+    vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks (doc_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5 (
+    title, headings, text, tokenize = 'porter unicode61 remove_diacritics 2'
+);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', 1), ('version', 0);
+"""
+
+_HIT_COLUMNS = "c.rowid, c.chunk_id, c.doc_id, c.headings, c.text, d.source, d.title, d.path, d.url"
+
+
+def _hit(row: Sequence[Any], score: float, similarity: float | None = None) -> Hit:
+    _, chunk_id, doc_id, headings, text, source, title, path, url = row[:9]
+    return Hit(
+        chunk_id=chunk_id,
+        doc_id=doc_id,
+        source=source,
+        title=title,
+        text=text,
+        score=score,
+        headings=tuple(json.loads(headings)),
+        path=path,
+        url=url,
+        similarity=similarity,
+    )
+
+
+def _placeholders(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+# --------------------------------------------------------------------------------------------
+# The index.
+# --------------------------------------------------------------------------------------------
+
+
+class SqliteIndexWriter:
+    """The writes of one transaction; get one from ``SqliteIndex.transaction()``."""
+
+    def __init__(self, index: SqliteIndex, tx: _Transaction) -> None:
+        self._index = index
+        self._tx = tx
+        self._active = True
+
+    async def upsert(self, document: Document, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
+        """Replace everything stored for ``document.doc_id`` with these chunks and vectors."""
+        self._check_active()
+        rows = _validated_vectors(document, chunks, vectors)
+        await self._index._call(self._index._upsert_sync, self._tx, document, list(chunks), rows)
+
+    async def delete(self, doc_id: str) -> None:
+        """Remove a document and its chunks; a missing id is not an error."""
+        self._check_active()
+        await self._index._call(self._index._delete_sync, self._tx, doc_id)
+
+    def _check_active(self) -> None:
+        if not self._active:
+            raise IndexStoreError("this index writer is used after its transaction ended")
+
+
+def _validated_vectors(
+    document: Document, chunks: Sequence[Chunk], vectors: np.ndarray
+) -> np.ndarray:
+    """Vectors as a C-contiguous float32 (n_chunks, dim) array; caller bugs raise ValueError."""
+    for chunk in chunks:
+        if chunk.doc_id != document.doc_id:
+            raise ValueError(
+                f"chunk {chunk.chunk_id!r} belongs to document {chunk.doc_id!r}, "
+                f"not {document.doc_id!r}"
+            )
+    rows = np.asarray(vectors, dtype=np.float32)
+    if not chunks:
+        return rows.reshape(0, rows.shape[-1] if rows.ndim == 2 else 0)
+    if rows.ndim != 2 or rows.shape[0] != len(chunks) or rows.shape[1] == 0:
+        raise ValueError(
+            f"document {document.doc_id!r}: expected one vector per chunk, shape "
+            f"({len(chunks)}, dim), got {rows.shape}"
+        )
+    if not np.isfinite(rows).all():
+        raise ValueError(f"document {document.doc_id!r}: vectors contain NaN or infinity")
+    return np.ascontiguousarray(rows)
+
+
+class SqliteIndex:
+    """The embedded hybrid index in one SQLite file (see the module docstring).
+
+    Opens lazily on first use; ``await index.open()`` opens eagerly (and surfaces a bad file at
+    start-up). Also an async context manager that closes the index on exit.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        title_weight: float = 2.0,
+        headings_weight: float = 1.5,
+        text_weight: float = 1.0,
+        lock_timeout_s: float = 30.0,
+    ) -> None:
+        self.path = Path(path)
+        self.weights = (float(title_weight), float(headings_weight), float(text_weight))
+        self.lock_timeout_s = lock_timeout_s
+        self._executor: ThreadPoolExecutor | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._vectors: _Vectors | None = None  # touched only on the worker thread
+        self._open_lock = asyncio.Lock()
+        self._write_lock = asyncio.Lock()
+        self._closed = False
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> SqliteIndex:
+        """Open (creating if needed) the file and load the vectors; idempotent."""
+        async with self._open_lock:
+            if self._closed:
+                raise IndexStoreError(f"index {self.path} is closed")
+            if self._executor is None:
+                executor = ThreadPoolExecutor(1, thread_name_prefix="lorebot-sqlite")
+                try:
+                    await asyncio.wrap_future(executor.submit(self._guarded, self._open_sync))
+                except BaseException:
+                    executor.submit(self._close_sync)
+                    executor.shutdown(wait=False)
+                    raise
+                self._executor = executor
+        return self
+
+    async def close(self) -> None:
+        """Roll back any open transaction, close both connections and stop the thread."""
+        async with self._open_lock:
+            self._closed = True
+            executor, self._executor = self._executor, None
+            if executor is not None:
+                await asyncio.wrap_future(executor.submit(self._close_sync))
+                executor.shutdown(wait=False)
+
+    async def __aenter__(self) -> SqliteIndex:
+        return await self.open()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # ---- the protocol ------------------------------------------------------------------------
+
+    async def documents(self, source: str | None = None) -> dict[str, StoredDocument]:
+        """Stored documents by id, optionally of one source only."""
+        return await self._call(self._documents_sync, source)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqliteIndexWriter]:
+        """A writer whose changes become visible to every reader at once, on normal exit.
+
+        Transactions of one index run one at a time; another process's transaction is waited
+        for (up to ``lock_timeout_s``) without blocking the searches of this one.
+        """
+        await self._ready()
+        async with self._write_lock:
+            tx = await self._begin()
+            writer = SqliteIndexWriter(self, tx)
+            try:
+                yield writer
+            except BaseException:
+                writer._active = False
+                # Shielded: a cancelled task must still roll back, or the writer connection
+                # would stay inside the transaction and hold the file's write lock.
+                await asyncio.shield(self._call(self._rollback_sync))
+                raise
+            writer._active = False
+            await asyncio.shield(self._call(self._commit_sync, tx))
+
+    async def bm25(self, query: str, k: int, sources: Sequence[str] | None = None) -> list[Hit]:
+        """The ``k`` best chunks by BM25 (FTS5, weighted title/headings/text), best first."""
+        expression = fts_query(query)
+        if expression is None or k <= 0 or (sources is not None and not sources):
+            return []
+        return await self._call(self._bm25_sync, expression, k, _distinct(sources))
+
+    async def knn(
+        self, vector: np.ndarray, k: int, sources: Sequence[str] | None = None
+    ) -> list[Hit]:
+        """The ``k`` chunks with the largest inner product with ``vector`` (exact), best first.
+
+        Vectors are normalised, so the score is the cosine similarity; ``Hit.similarity``
+        carries the same value.
+        """
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if k <= 0 or (sources is not None and not sources):
+            return []
+        return await self._call(self._knn_sync, query, k, _distinct(sources))
+
+    async def source_stats(self) -> list[SourceStats]:
+        """Document and chunk counts and last indexed time per source, by source name."""
+        return await self._call(self._source_stats_sync)
+
+    async def version(self) -> int:
+        """The index version: the number of transactions ever committed to this file."""
+        return await self._call(self._version_sync)
+
+    # ---- plumbing ----------------------------------------------------------------------------
+
+    async def _ready(self) -> None:
+        if self._executor is None:
+            await self.open()
+
+    async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn`` on the index's own thread, mapping sqlite3 errors to IndexStoreError."""
+        await self._ready()
+        executor = self._executor
+        if executor is None:
+            raise IndexStoreError(f"index {self.path} is closed")
+        return await asyncio.wrap_future(executor.submit(self._guarded, fn, *args))
+
+    def _guarded(self, fn: Callable[..., _T], *args: Any) -> _T:
+        try:
+            return fn(*args)
+        except sqlite3.Error as exc:
+            raise self._store_error(exc) from exc
+
+    def _store_error(self, exc: sqlite3.Error) -> IndexStoreError:
+        message = str(exc)
+        lowered = message.lower()
+        if "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
+            return IndexStoreError(
+                f"{self.path} is not a readable lorebot index ({message}). Move the file away "
+                "(or delete it) and reindex: the index is rebuilt from the knowledge sources."
+            )
+        if "disk is full" in lowered or "disk i/o" in lowered:
+            return IndexStoreError(f"cannot write the index {self.path} ({message}): free disk space")
+        if "unable to open" in lowered or "readonly" in lowered:
+            return IndexStoreError(
+                f"cannot open the index {self.path} ({message}): check that its directory "
+                "exists and is writable"
+            )
+        return IndexStoreError(f"index {self.path}: {message}")
+
+    async def _begin(self) -> _Transaction:
+        # Retry on the event loop rather than inside SQLite's busy handler: the worker thread
+        # stays free to serve searches while another process finishes its reindex.
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.01
+        while True:
+            try:
+                return await self._call(self._begin_sync)
+            except _Locked:
+                if time.monotonic() >= deadline:
+                    raise IndexStoreError(
+                        f"index {self.path} is locked by another writer (another reindex is "
+                        f"running?); gave up after {self.lock_timeout_s:g} s, try again later"
+                    ) from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.25)
+
+    # ---- worker-thread side: everything below runs on the index's own thread -----------------
+
+    def _open_sync(self) -> None:
+        self._check_file()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        writer = sqlite3.connect(self.path, isolation_level=None)
+        self._writer = writer
+        # A short busy timeout: lock waits are retried by `_begin` off this thread.
+        writer.execute("PRAGMA busy_timeout = 50")
+        mode = writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise IndexStoreError(f"index {self.path}: SQLite refused WAL mode (got {mode!r})")
+        # NORMAL in WAL mode survives a killed process; only a power cut may lose the last commit.
+        writer.execute("PRAGMA synchronous = NORMAL")
+        self._create_schema(writer)
+        reader = sqlite3.connect(self.path, isolation_level=None)
+        self._reader = reader
+        reader.execute("PRAGMA busy_timeout = 5000")
+        reader.execute("PRAGMA query_only = 1")
+        self._fresh_vectors()
+
+    def _check_file(self) -> None:
+        if self.path.is_dir():
+            raise IndexStoreError(f"index path {self.path} is a directory; point it at a file")
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with self.path.open("rb") as f:
+                header = f.read(len(_SQLITE_HEADER))
+            if header != _SQLITE_HEADER:
+                raise IndexStoreError(
+                    f"{self.path} is not a SQLite file, so not a lorebot index. Move it away "
+                    "(or delete it) and reindex, or point the index at another path."
+                )
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        tables = {
+            name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if tables and "meta" not in tables:
+            raise IndexStoreError(
+                f"{self.path} is a SQLite database but not a lorebot index; move it away or "
+                "point the index at another path"
+            )
+        if "meta" in tables:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is None or row[0] != SCHEMA_VERSION:
+                raise IndexStoreError(
+                    f"index {self.path} has schema version {row and row[0]!r}, this lorebot "
+                    f"needs {SCHEMA_VERSION}; delete the file and reindex"
+                )
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executescript(_SCHEMA.replace(";\n", ";\n", -1)) if False else None
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if "fts5" in str(exc).lower():
+                raise IndexStoreError(
+                    "this Python's SQLite has no FTS5 module, which the embedded index needs; "
+                    "use a Python build whose sqlite3 includes FTS5"
+                ) from exc
+            raise
+
+    def _close_sync(self) -> None:
+        for conn in (self._writer, self._reader):
+            if conn is None:
+                continue
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                conn.close()
+            except sqlite3.Error:  # closing must not fail; the file is consistent either way
+                logger.warning("error closing index %s", self.path, exc_info=True)
+        self._writer = self._reader = None
+        self._vectors = None
+
+    def _meta(self, conn: sqlite3.Connection) -> tuple[int, int | None]:
+        values = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('version', 'dim')"))
+        return int(values.get("version", 0)), values.get("dim")
+
+    def _version_sync(self) -> int:
+        return self._meta(self._reader)[0]
+
+    # -- writes
+
+    def _begin_sync(self) -> _Transaction:
+        conn = self._writer
+        if conn.in_transaction:  # a previous failure left it open; never build on it
+            conn.execute("ROLLBACK")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise _Locked from exc
+            raise
+        version, dim = self._meta(conn)
+        return _Transaction(base_version=version, dim=dim)
+
+    def _commit_sync(self, tx: _Transaction) -> None:
+        conn = self._writer
+        try:
+            conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'version'")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        # Our own commit: patch the matrix in place when it reflects exactly the state this
+        # transaction started from; otherwise the next search reloads it from the file.
+        vectors = self._vectors
+        if vectors is not None and vectors.version == tx.base_version:
+            vectors.apply(tx.delta, tx.base_version + 1, tx.dim)
+
+    def _rollback_sync(self) -> None:
+        if self._writer is not None and self._writer.in_transaction:
+            self._writer.execute("ROLLBACK")
+
+    def _upsert_sync(
+        self, tx: _Transaction, document: Document, chunks: list[Chunk], vectors: np.ndarray
+    ) -> None:
+        conn = self._writer
+        if chunks:
+            dim = vectors.shape[1]
+            if tx.dim is None:
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('dim', ?)", (dim,))
+                tx.dim = dim
+            elif dim != tx.dim:
+                raise self._dimension_error(dim, tx.dim)
+        tx.delta.remove(self._delete_chunks(conn, document.doc_id))
+        conn.execute(
+            """INSERT INTO documents
+                   (doc_id, source, title, path, url, modified, content_hash, indexed_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (doc_id) DO UPDATE SET
+                   source = excluded.source, title = excluded.title, path = excluded.path,
+                   url = excluded.url, modified = excluded.modified,
+                   content_hash = excluded.content_hash, indexed_at = excluded.indexed_at""",
+            (
+                document.doc_id, document.source, document.title, document.path, document.url,
+                document.modified, document.content_hash, time.time(),
+            ),
+        )
+        fts_rows = []
+        for chunk, vector in zip(chunks, vectors):
+            try:
+                rowid = conn.execute(
+                    "INSERT INTO chunks (chunk_id, doc_id, ordinal, headings, text, vector) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        chunk.chunk_id, chunk.doc_id, chunk.ordinal,
+                        json.dumps(list(chunk.headings), ensure_ascii=False), chunk.text,
+                        vector.tobytes(),
+                    ),
+                ).lastrowid
+            except sqlite3.IntegrityError as exc:
+                raise IndexStoreError(
+                    f"chunk id {chunk.chunk_id!r} of document {document.doc_id!r} is already "
+                    "stored (for this or another document); chunk ids must be unique"
+                ) from exc
+            tx.delta.added[rowid] = (document.source, vector)
+            fts_rows.append(
+                (
+                    rowid,
+                    segment_cjk(chunk.title or document.title),
+                    segment_cjk(" ".join(chunk.headings)),
+                    segment_cjk(chunk.text),
+                )
+            )
+        conn.executemany(
+            "INSERT INTO chunks_fts (rowid, title, headings, text) VALUES (?, ?, ?, ?)", fts_rows
+        )
+
+    def _delete_sync(self, tx: _Transaction, doc_id: str) -> None:
+        conn = self._writer
+        tx.delta.remove(self._delete_chunks(conn, doc_id))
+        conn.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+
+    @staticmethod
+    def _delete_chunks(conn: sqlite3.Connection, doc_id: str) -> list[int]:
+        rowids = [r for (r,) in conn.execute("SELECT rowid FROM chunks WHERE doc_id = ?", (doc_id,))]
+        if rowids:
+            conn.executemany("DELETE FROM chunks_fts WHERE rowid = ?", [(r,) for r in rowids])
+            conn.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
+        return rowids
+
+    def _dimension_error(self, got: int, stored: int) -> IndexStoreError:
+        return IndexStoreError(
+            f"index {self.path} holds {stored}-dimensional vectors but got {got} dimensions: it "
+            "was built with another embedding model. Rebuild it: delete the file and reindex "
+            "with the current model."
+        )
+
+    # -- reads (reader connection: always the last committed state)
+
+    def _fresh_vectors(self) -> _Vectors:
+        """The vector matrix of the committed state; reloaded when another connection commits.
+
+        Call inside a read transaction, so the version read here matches the rows read next.
+        The version in ``meta`` changes with every commit from any process, so comparing it is
+        the cheap check; our own commits patch the matrix already (see ``_commit_sync``).
+        """
+        version, dim = self._meta(self._reader)
+        vectors = self._vectors
+        if vectors is not None and vectors.version == version:
+            return vectors
+        vectors = _Vectors.empty(version, dim)
+        rowids, codes, blobs = [], [], []
+        for rowid, source, blob in self._reader.execute(
+            "SELECT c.rowid, d.source, c.vector FROM chunks c "
+            "JOIN documents d ON d.doc_id = c.doc_id ORDER BY c.rowid"
+        ):
+            rowids.append(rowid)
+            codes.append(vectors.code(source))
+            blobs.append(blob)
+        if rowids:
+            if dim is None or any(len(b) != dim * 4 for b in blobs):
+                raise IndexStoreError(
+                    f"index {self.path} has vectors of inconsistent size (corrupt index); "
+                    "delete the file and reindex"
+                )
+            vectors.rowids = np.array(rowids, dtype=np.int64)
+            vectors.source_codes = np.array(codes, dtype=np.int32)
+            vectors.matrix = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(-1, dim)
+        self._vectors = vectors
+        logger.debug("loaded %d vectors from %s (version %d)", len(rowids), self.path, version)
+        return vectors
+
+    def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn`` in one read transaction: every statement sees the same snapshot."""
+        conn = self._reader
+        conn.execute("BEGIN")
+        try:
+            return fn(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    def _bm25_sync(self, expression: str, k: int, sources: list[str] | None) -> list[Hit]:
+        if sources is None:
+            inner = (
+                "SELECT rowid, bm25(chunks_fts, ?, ?, ?) AS rank FROM chunks_fts "
+                "WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?"
+            )
+            params: list[Any] = [*self.weights, expression, k]
+        else:
+            inner = (
+                "SELECT f.rowid AS rowid, bm25(chunks_fts, ?, ?, ?) AS rank FROM chunks_fts f "
+                "JOIN chunks c ON c.rowid = f.rowid JOIN documents d ON d.doc_id = c.doc_id "
+                f"WHERE chunks_fts MATCH ? AND d.source IN ({_placeholders(len(sources))}) "
+                "ORDER BY rank LIMIT ?"
+            )
+            params = [*self.weights, expression, *sources, k]
+        sql = (
+            f"SELECT {_HIT_COLUMNS}, top.rank FROM ({inner}) AS top "
+            "JOIN chunks c ON c.rowid = top.rowid JOIN documents d ON d.doc_id = c.doc_id "
+            "ORDER BY top.rank, c.rowid"
+        )
+        # FTS5's bm25() is negative, lower is better; hits score higher-is-better.
+        return self._read(lambda conn: [_hit(row, -row[9]) for row in conn.execute(sql, params)])
+
+    def _knn_sync(self, query: np.ndarray, k: int, sources: list[str] | None) -> list[Hit]:
+        def run(conn: sqlite3.Connection) -> list[Hit]:
+            vectors = self._fresh_vectors()
+            if vectors.dim is None or not len(vectors.rowids):
+                return []
+            if query.shape[0] != vectors.dim:
+                raise self._dimension_error(query.shape[0], vectors.dim)
+            best = vectors.nearest(query, k, sources)
+            if not best:
+                return []
+            rows = {
+                row[0]: row
+                for row in conn.execute(
+                    f"SELECT {_HIT_COLUMNS} FROM chunks c JOIN documents d ON d.doc_id = c.doc_id "
+                    "WHERE c.rowid IN (SELECT value FROM json_each(?))",
+                    (json.dumps([rowid for rowid, _ in best]),),
+                )
+            }
+            return [_hit(rows[r], s, similarity=s) for r, s in best if r in rows]
+
+        return self._read(run)
+
+    def _documents_sync(self, source: str | None) -> dict[str, StoredDocument]:
+        sql = "SELECT doc_id, source, content_hash, path, url FROM documents"
+        rows = self._reader.execute(
+            sql + (" WHERE source = ?" if source is not None else ""),
+            (source,) if source is not None else (),
+        )
+        return {r[0]: StoredDocument(*r) for r in rows}
+
+    def _source_stats_sync(self) -> list[SourceStats]:
+        rows = self._reader.execute(
+            """SELECT d.source, COUNT(*), COALESCE(SUM(c.n), 0), MAX(d.indexed_at)
+               FROM documents d
+               LEFT JOIN (SELECT doc_id, COUNT(*) AS n FROM chunks GROUP BY doc_id) c
+                   ON c.doc_id = d.doc_id
+               GROUP BY d.source ORDER BY d.source"""
+        )
+        return [SourceStats(source, docs, chunks, last) for source, docs, chunks, last in rows]
+
+
+def _distinct(sources: Sequence[str] | None) -> list[str] | None:
+    return None if sources is None else list(dict.fromkeys(sources))

@@ -1,0 +1,178 @@
+"""Incremental indexing: load → chunk → embed → upsert, skipping what has not changed.
+
+A run is one index transaction: readers keep seeing the previous index until the run commits,
+and a run that fails or is killed leaves it untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from search.embedding import Embedder
+from search.index.base import IndexWriter, SearchIndex
+from search.models import Chunk, Document, IndexSummary, LoadFailure
+from search.text import content_hash
+
+Progress = Callable[[int, int | None], None]
+
+
+@dataclass
+class _Batch:
+    docs: list[tuple[Document, list[Chunk], bool]] = field(default_factory=list)  # (doc, chunks, is_new)
+    n_chunks: int = 0
+
+
+class Indexer:
+    """Indexes documents of one source into an index with an embedder and a chunker."""
+
+    def __init__(
+        self,
+        index: SearchIndex,
+        embedder: Embedder,
+        *,
+        chunk_tokens: int = 220,
+        chunk_overlap: int = 32,
+        batch_chunks: int = 256,
+    ):
+        self.index = index
+        self.embedder = embedder
+        self.chunk_tokens = chunk_tokens
+        self.chunk_overlap = chunk_overlap
+        self.batch_chunks = batch_chunks
+        self._chunker = None
+        # Stored hashes cover the chunking and the model too: changing either re-embeds everything.
+        self.fingerprint = f"{embedder.model_id}|{chunk_tokens}|{chunk_overlap}"
+
+    @property
+    def chunker(self):
+        if self._chunker is None:  # built on first change, so an unchanged run loads no tokenizer
+            from search.chunking import Chunker
+
+            self._chunker = Chunker(self.embedder.tokenizer, self.chunk_tokens, self.chunk_overlap)
+        return self._chunker
+
+    def stored_hash(self, document: Document) -> str:
+        return content_hash(document.content_hash, self.fingerprint)
+
+    async def index_documents(
+        self,
+        source: str,
+        items: Iterable[Document | LoadFailure],
+        *,
+        total: int | None = None,
+        on_progress: Progress | None = None,
+        remove_missing: bool = True,
+    ) -> IndexSummary:
+        """Bring ``source`` in the index in line with ``items``; returns what changed.
+
+        Documents of ``source`` that are no longer among ``items`` are removed when
+        ``remove_missing``; a document that failed to load keeps its previous indexed version.
+        """
+        started = time.perf_counter()
+        stored = await self.index.documents(source)
+        counts = {"added": 0, "updated": 0, "unchanged": 0, "chunks": 0}
+        failed: list[LoadFailure] = []
+        seen: set[str] = set()
+        done = 0
+
+        def progressed() -> None:
+            nonlocal done
+            done += 1
+            if on_progress:
+                on_progress(done, total)
+
+        queue: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=2)
+
+        async def produce() -> None:
+            # Loading and chunking run on a worker thread, overlapping the embedding of the
+            # previous batch on the model thread.
+            iterator = iter(items)
+            batch = _Batch()
+            while True:
+                step = await asyncio.to_thread(self._next_prepared, iterator, stored)
+                if step is None:
+                    break
+                item, chunks = step
+                if isinstance(item, LoadFailure):
+                    failed.append(item)
+                    progressed()
+                    continue
+                seen.add(item.doc_id)
+                if chunks is None:  # unchanged
+                    counts["unchanged"] += 1
+                    progressed()
+                    continue
+                if not chunks:
+                    failed.append(LoadFailure(item.path or item.url or item.doc_id, "no text to index"))
+                    progressed()
+                    continue
+                batch.docs.append((item, chunks, item.doc_id not in stored))
+                batch.n_chunks += len(chunks)
+                progressed()
+                if batch.n_chunks >= self.batch_chunks:
+                    await queue.put(batch)
+                    batch = _Batch()
+            if batch.docs:
+                await queue.put(batch)
+            await queue.put(None)
+
+        async def consume(writer: IndexWriter) -> None:
+            while (batch := await queue.get()) is not None:
+                texts = [c.embedding_text() for _, chunks, _ in batch.docs for c in chunks]
+                vectors = await self.embedder.embed_documents(texts)
+                offset = 0
+                for doc, chunks, is_new in batch.docs:
+                    rows = vectors[offset : offset + len(chunks)]
+                    offset += len(chunks)
+                    stored_doc = dataclasses.replace(doc, content_hash=self.stored_hash(doc))
+                    await writer.upsert(stored_doc, chunks, np.ascontiguousarray(rows))
+                    counts["added" if is_new else "updated"] += 1
+                    counts["chunks"] += len(chunks)
+
+        removed = 0
+        async with self.index.transaction() as writer:
+            producer = asyncio.create_task(produce())
+            try:
+                await consume(writer)
+                await producer
+            finally:
+                if not producer.done():
+                    producer.cancel()
+            if remove_missing:
+                # A file that exists but failed to load keeps its previous version: nothing
+                # already indexed is lost to a transient or partial corruption.
+                failed_paths = {_norm(f.path) for f in failed}
+                for doc_id, doc in stored.items():
+                    if doc_id not in seen and _norm(doc.path) not in failed_paths:
+                        await writer.delete(doc_id)
+                        removed += 1
+        return IndexSummary(
+            added=counts["added"],
+            updated=counts["updated"],
+            unchanged=counts["unchanged"],
+            removed=removed,
+            chunks=counts["chunks"],
+            seconds=time.perf_counter() - started,
+            failed=tuple(failed),
+        )
+
+    def _next_prepared(self, iterator: Iterator, stored: dict):
+        """Next item with its chunks: None for an unchanged document; runs on a worker thread."""
+        item = next(iterator, None)
+        if item is None or isinstance(item, LoadFailure):
+            return None if item is None else (item, None)
+        previous = stored.get(item.doc_id)
+        if previous is not None and previous.content_hash == self.stored_hash(item):
+            return item, None
+        return item, self.chunker.chunk(item)
+
+
+def _norm(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path else None

@@ -1,0 +1,84 @@
+"""Cross-encoder reranking of the fused candidates."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Protocol
+
+from search.embedding import resolve_model_path
+from search.errors import ModelError
+from search.models import Hit
+from search.models_runtime import run_model
+
+log = logging.getLogger(__name__)
+
+
+class Reranker(Protocol):
+    """Rescores hits for a query; returns copies ordered by the new score (0..1, higher better)."""
+
+    async def rerank(self, query: str, hits: Sequence[Hit]) -> list[Hit]: ...
+
+
+class CrossEncoderReranker:
+    """A sentence-transformers ``CrossEncoder`` from a name or local path."""
+
+    def __init__(self, name_or_path: str, *, device: str = "cpu", batch_size: int = 32):
+        self.model_id = name_or_path
+        self.path = resolve_model_path(name_or_path)
+        self.device = device
+        self.batch_size = batch_size
+        self._model = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self):
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = _load_cross_encoder(self.path, self.device)
+        return self._model
+
+    def warm_up(self) -> None:
+        self.scores("warm up", ["warm up"])
+
+    def scores(self, query: str, passages: Sequence[str]) -> list[float]:
+        """Relevance of each passage to the query in 0..1 (sigmoid of the model's logit)."""
+        import torch
+
+        if not passages:
+            return []
+        out = self.model.predict(
+            [(query, p) for p in passages],
+            batch_size=self.batch_size,
+            activation_fn=torch.nn.Sigmoid(),
+            show_progress_bar=False,
+        )
+        return [float(s) for s in out]
+
+    async def rerank(self, query: str, hits: Sequence[Hit]) -> list[Hit]:
+        texts = [hit_text(h) for h in hits]
+        scores = await run_model(self.scores, query, texts)
+        rescored = [dataclasses.replace(h, score=s) for h, s in zip(hits, scores)]
+        return sorted(rescored, key=lambda h: -h.score)
+
+
+def hit_text(hit: Hit) -> str:
+    """What the cross-encoder reads of a hit: its title and heading path give context."""
+    context = " > ".join(x for x in (hit.title, *hit.headings) if x)
+    return f"{context}\n{hit.text}" if context else hit.text
+
+
+def _load_cross_encoder(path: str, device: str):
+    try:
+        from sentence_transformers import CrossEncoder
+
+        log.info("loading reranker %s", path)
+        return CrossEncoder(path, device=device)
+    except Exception as exc:
+        raise ModelError(
+            f"cannot load reranker {path!r}: {exc}. Set LOREBOT_SEARCH__RERANKER_MODEL to a local "
+            "CrossEncoder directory (e.g. one trained by `lorebot finetune reranker`), or unset it."
+        ) from exc

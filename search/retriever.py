@@ -1,0 +1,87 @@
+"""The retriever: BM25 and k-NN candidates, fused with RRF, optionally reranked.
+
+Fusion and reranking live here, above the index protocol, so every backend ranks the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Literal
+
+from search.embedding import Embedder
+from search.errors import SearchError
+from search.fusion import reciprocal_rank_fusion
+from search.index.base import SearchIndex
+from search.models import Hit
+from search.rerank import Reranker
+
+Mode = Literal["bm25", "dense", "hybrid", "rerank"]
+MODES: tuple[Mode, ...] = ("bm25", "dense", "hybrid", "rerank")
+
+
+class Retriever:
+    """Answers ``search(query, mode=…, k=…)`` with chunk hits, best first."""
+
+    def __init__(
+        self,
+        index: SearchIndex,
+        embedder: Embedder,
+        reranker: Reranker | None = None,
+        *,
+        candidates: int = 100,
+        rrf_k: int = 60,
+        bm25_weight: float = 1.0,
+        dense_weight: float = 1.0,
+        rerank_depth: int = 30,
+        default_mode: Mode | None = None,
+    ):
+        self.index = index
+        self.embedder = embedder
+        self.reranker = reranker
+        self.candidates = candidates
+        self.rrf_k = rrf_k
+        self.weights = (bm25_weight, dense_weight)
+        self.rerank_depth = rerank_depth
+        self.default_mode: Mode = default_mode or ("rerank" if reranker else "hybrid")
+
+    @property
+    def has_reranker(self) -> bool:
+        return self.reranker is not None
+
+    async def search(
+        self,
+        query: str,
+        *,
+        mode: Mode | None = None,
+        k: int = 10,
+        sources: Sequence[str] | None = None,
+    ) -> list[Hit]:
+        """The ``k`` best chunks for ``query``; ``sources`` restricts the search (None: all)."""
+        mode = mode or self.default_mode
+        if mode not in MODES:
+            raise SearchError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
+        if mode == "rerank" and self.reranker is None:
+            raise SearchError(
+                "search mode 'rerank' needs a reranker: set LOREBOT_SEARCH__RERANKER_MODEL to a "
+                "CrossEncoder name or path, or use --mode hybrid"
+            )
+        if not query.strip():
+            return []
+        if mode == "bm25":
+            return (await self.index.bm25(query, max(k, 1), sources))[:k]
+        if mode == "dense":
+            vector = await self.embedder.embed_query(query)
+            return (await self.index.knn(vector, max(k, 1), sources))[:k]
+
+        depth = max(self.candidates, k)
+        # Embedding runs on the model thread while the index answers BM25 on its own thread.
+        vector, lexical = await asyncio.gather(
+            self.embedder.embed_query(query), self.index.bm25(query, depth, sources)
+        )
+        semantic = await self.index.knn(vector, depth, sources)
+        fused = reciprocal_rank_fusion([lexical, semantic], k=self.rrf_k, weights=self.weights)
+        if mode == "hybrid":
+            return fused[:k]
+        head = fused[: max(self.rerank_depth, k)]
+        return (await self.reranker.rerank(query, head))[:k]

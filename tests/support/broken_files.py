@@ -1,0 +1,108 @@
+"""Build real test files, good and broken, in a folder: PDF by hand, DOCX with python-docx.
+
+Real bytes rather than mocks, so the loader's error mapping is exercised against the exceptions
+the parsers really raise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _pdf_string(text: str) -> str:
+    return "(" + text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") + ")"
+
+
+def pdf_bytes(lines: list[str], *, title: str | None = None) -> bytes:
+    """A minimal valid one-page PDF showing ``lines`` in Helvetica (no lines: a page without
+    text, like a scanned page without OCR). The xref table has correct byte offsets."""
+    content = ""
+    if lines:
+        ops = ["BT", "/F1 12 Tf", "14 TL", "72 720 Td"]
+        for line in lines:
+            ops += [f"{_pdf_string(line)} Tj", "T*"]
+        ops.append("ET")
+        content = "\n".join(ops)
+    objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+        "/Resources << /Font << /F1 4 0 R >> >> /Contents 5 0 R >>",
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        f"<< /Length {len(content.encode('latin-1'))} >>\nstream\n{content}\nendstream",
+    ]
+    if title is not None:
+        objects.append(f"<< /Title {_pdf_string(title)} >>")
+    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n{body}\nendobj\n".encode("latin-1")
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    for offset in offsets:
+        out += f"{offset:010d} 00000 n \n".encode()
+    info = f" /Info {len(objects)} 0 R" if title is not None else ""
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R{info} >>\n".encode()
+    out += f"startxref\n{xref}\n%%EOF\n".encode()
+    return bytes(out)
+
+
+def write_pdf(path: Path, lines: list[str], *, title: str | None = None) -> Path:
+    path.write_bytes(pdf_bytes(lines, title=title))
+    return path
+
+
+def write_docx(
+    path: Path,
+    sections: list[tuple[str, list[str]]],
+    *,
+    core_title: str | None = None,
+) -> Path:
+    """A real DOCX: each section is a Heading 1 and its paragraphs."""
+    import docx
+
+    document = docx.Document()
+    if core_title is not None:
+        document.core_properties.title = core_title
+    for heading, paragraphs in sections:
+        document.add_heading(heading, level=1)
+        for paragraph in paragraphs:
+            document.add_paragraph(paragraph)
+    document.save(str(path))
+    return path
+
+
+def write_truncated(path: Path, good: bytes, keep: float = 0.5) -> Path:
+    """The first part of a good file, as left by an interrupted download or copy."""
+    path.write_bytes(good[: int(len(good) * keep)])
+    return path
+
+
+def write_garbage_pdf(path: Path) -> Path:
+    """Starts like a PDF, then nothing a PDF parser can use."""
+    path.write_bytes(b"%PDF-1.7\n" + bytes(range(256)) * 8)
+    return path
+
+
+def write_binary(path: Path) -> Path:
+    """Binary bytes (NUL included) under a text extension."""
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    return path
+
+
+def write_latin1(path: Path, text: str = "Café crème, à la façon de Zoë.\n") -> Path:
+    path.write_bytes(text.encode("latin-1"))
+    return path
+
+
+def write_utf16_bom(path: Path, text: str) -> Path:
+    path.write_bytes(text.encode("utf-16"))  # Python writes the BOM for "utf-16"
+    return path
+
+
+def write_sized(path: Path, size: int) -> Path:
+    """A valid text file of exactly ``size`` bytes."""
+    line = b"lorem ipsum dolor sit amet\n"
+    path.write_bytes((line * (size // len(line) + 1))[:size])
+    return path

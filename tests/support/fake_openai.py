@@ -1,0 +1,223 @@
+"""A fake OpenAI-compatible chat server on aiohttp, for tests that drive the real ``openai`` client.
+
+The ``openai`` package talks HTTP through httpx2, which respx cannot intercept, so tests point the
+real client at this server on a free local port instead::
+
+    async with FakeOpenAI(responder=lambda messages: "Hello [1]") as server:
+        client = openai.AsyncOpenAI(base_url=server.base_url, api_key="test", max_retries=0)
+        ...
+        assert server.request_count == 1
+
+Behaviour is scripted with a queue of :class:`Reply` objects, consumed one per request (answer
+text, an HTTP error status with headers such as ``Retry-After``, a delay, a dropped connection, a
+stream cut after a few deltas). When the queue is empty the ``responder`` function of the request's
+messages decides the answer text. Every request body is recorded in :attr:`FakeOpenAI.requests`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+Responder = Callable[[list[dict[str, Any]]], str]
+
+
+def echo_last_user_message(messages: list[dict[str, Any]]) -> str:
+    """The default responder: answers with the last user message, so tests can see the prompt."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return str(message.get("content", ""))
+    return ""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted behaviour for the next request.
+
+    ``text`` None means "ask the responder". ``status`` other than 200 sends an OpenAI-style error
+    body. ``drop`` closes the connection without any response; ``drop_after_chunks`` (streaming
+    only) sends that many content deltas and then closes the connection mid-stream.
+    """
+
+    text: str | None = None
+    status: int = 200
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    drop: bool = False
+    drop_after_chunks: int | None = None
+
+    @classmethod
+    def error(cls, status: int, *, retry_after: str | float | None = None, **kw: Any) -> Reply:
+        """An HTTP error reply, optionally with a ``Retry-After`` header (seconds)."""
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        return cls(status=status, headers=headers, **kw)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """What the server received: path, headers and the decoded JSON body."""
+
+    path: str
+    headers: Mapping[str, str]
+    body: dict[str, Any]
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return list(self.body.get("messages", []))
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream"))
+
+
+_WORD = re.compile(r"\S+\s*|\s+")
+
+
+class FakeOpenAI:
+    """An OpenAI-compatible ``POST /v1/chat/completions`` on 127.0.0.1, port chosen by the OS."""
+
+    def __init__(self, responder: Responder = echo_last_user_message) -> None:
+        self.responder = responder
+        self.requests: list[RecordedRequest] = []
+        self._replies: deque[Reply] = deque()
+        self._runner: web.AppRunner | None = None
+        self._port: int | None = None
+
+    # -- scripting and inspection -------------------------------------------------------------
+
+    def enqueue(self, *replies: Reply | str) -> None:
+        """Queue behaviours for the next requests; a plain string is an answer text."""
+        for reply in replies:
+            self._replies.append(Reply(text=reply) if isinstance(reply, str) else reply)
+
+    @property
+    def request_count(self) -> int:
+        return len(self.requests)
+
+    @property
+    def base_url(self) -> str:
+        if self._port is None:
+            raise RuntimeError("FakeOpenAI is not started; use it as an async context manager")
+        return f"http://127.0.0.1:{self._port}/v1"
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat_completions)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        # Port 0 lets the OS pick a free port; read back the one it chose.
+        server = site._server  # noqa: SLF001 - aiohttp exposes no public accessor for this
+        assert server is not None and server.sockets
+        self._port = server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeOpenAI:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- the endpoint ---------------------------------------------------------------------------
+
+    async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(RecordedRequest(request.path, dict(request.headers), body))
+        reply = self._replies.popleft() if self._replies else Reply()
+
+        if reply.delay_s:
+            await asyncio.sleep(reply.delay_s)
+        if reply.drop:
+            return self._drop(request)
+        if reply.status != 200:
+            return web.json_response(
+                {"error": {"message": f"fake error {reply.status}", "type": "fake_error",
+                           "code": str(reply.status)}},
+                status=reply.status,
+                headers=dict(reply.headers),
+            )
+
+        text = reply.text if reply.text is not None else self.responder(body.get("messages", []))
+        model = body.get("model", "fake-model")
+        if body.get("stream"):
+            return await self._stream(request, text, model, reply)
+        return web.json_response(_completion(text, model), headers=dict(reply.headers))
+
+    async def _stream(
+        self, request: web.Request, text: str, model: str, reply: Reply
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                     **dict(reply.headers)}
+        )
+        await response.prepare(request)
+        await _send_event(response, _chunk(model, {"role": "assistant", "content": ""}))
+        for i, piece in enumerate(_WORD.findall(text)):
+            if reply.drop_after_chunks is not None and i >= reply.drop_after_chunks:
+                return self._drop(request, response)
+            await _send_event(response, _chunk(model, {"content": piece}))
+        await _send_event(response, _chunk(model, {}, finish_reason="stop"))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    @staticmethod
+    def _drop(request: web.Request, response: web.StreamResponse | None = None) -> web.StreamResponse:
+        # Closing the transport is what a crashed upstream looks like to the client: no status
+        # line at all, or a chunked body that ends without its terminator.
+        if request.transport is not None:
+            request.transport.close()
+        return response if response is not None else web.Response(status=500)
+
+
+async def _send_event(response: web.StreamResponse, payload: dict[str, Any]) -> None:
+    await response.write(f"data: {json.dumps(payload)}\n\n".encode())
+
+
+def _completion(text: str, model: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text},
+             "finish_reason": "stop", "logprobs": None}
+        ],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+    }
+
+
+def _chunk(model: str, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason,
+                     "logprobs": None}],
+    }
+
+
+@pytest.fixture
+async def fake_openai() -> AsyncIterator[FakeOpenAI]:
+    """A started :class:`FakeOpenAI`; import this fixture into a conftest to use it."""
+    async with FakeOpenAI() as server:
+        yield server
