@@ -1,10 +1,15 @@
 """Check a model's citation markers against the sources it was given.
 
-The model cites sources as ``[n]``, ``[1, 2]``, ``[1][2]`` or ``[1-3]``. :func:`check_citations`
-keeps only markers that point to a real source (a model can cite ``[7]`` with five sources),
-renumbers the cited sources 1..m in order of first appearance so the list under the answer reads
-[1], [2], [3] with no gaps, rewrites the text to match, and reports an answer that cites nothing.
-Code spans and fenced blocks are left untouched: ``a[0]`` there is code, not a citation.
+The model cites sources as ``[n]``, ``[1, 2]``, ``[1][2]`` or ``[1-3]``. Markers that point to no
+source (a model can cite ``[7]`` with five sources) are removed with the blank before them; the
+cited sources are renumbered 1..m in order of first appearance, so the list under the answer
+reads [1], [2], [3] with no gaps, and the text is rewritten to match. Code spans and fenced blocks
+are left alone: ``a[0]`` there is code, not a citation. A Markdown link ``[1](url)`` is not a
+marker either.
+
+The work is incremental (:class:`CitationRewriter`), so a streamed answer is rewritten as it
+arrives and the text shown while streaming is exactly the final text; :func:`check_citations`
+runs it over a whole text at once.
 """
 
 from __future__ import annotations
@@ -16,14 +21,15 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-# A bracket holding numbers separated by commas, with ranges; not a Markdown link "[1](url)".
-# Leading blanks are captured so a removed marker does not leave "word ." behind.
 _MARKER = re.compile(
-    r"(?P<space>[ \t]*)\[(?P<body>\s*\d+(?:\s*[-–]\s*\d+)?(?:\s*,\s*\d+(?:\s*[-–]\s*\d+)?)*\s*)\](?!\()"
+    r"\[\s*\d+(?:\s*[-–]\s*\d+)?(?:\s*,\s*\d+(?:\s*[-–]\s*\d+)?)*\s*\]"
 )
-_CODE = re.compile(r"```.*?(?:```|$)|`[^`\n]*`", re.DOTALL)
-# A range wider than this is treated as noise rather than expanded.
+# What a marker can look like before its "]" has arrived; longer than _MAX_MARKER it is not one.
+_MARKER_PREFIX = re.compile(r"\[[\d\s,\-–]*")
+_MAX_MARKER = 64
+# A range wider than this is noise ("[1-2024]"), not a list of sources to expand.
 _MAX_RANGE = 20
+_BLANKS = " \t"
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,7 @@ class CitedText(Generic[T]):
 
     @property
     def cites_nothing(self) -> bool:
+        """True when the answer cites no source at all: the caller should flag it."""
         return not self.cited
 
 
@@ -48,69 +55,136 @@ def parse_marker_numbers(body: str) -> list[int]:
     """The numbers in a marker's body: "1, 2" → [1, 2]; "2-4" → [2, 3, 4]."""
     numbers: list[int] = []
     for part in body.split(","):
-        bounds = re.split(r"\s*[-–]\s*", part.strip())
-        if len(bounds) == 2:
-            lo, hi = int(bounds[0]), int(bounds[1])
-            if lo <= hi and hi - lo < _MAX_RANGE:
-                numbers.extend(range(lo, hi + 1))
-            else:
-                numbers.extend((lo, hi))
+        bounds = [int(b) for b in re.split(r"\s*[-–]\s*", part.strip()) if b]
+        if len(bounds) == 2 and 0 <= bounds[1] - bounds[0] < _MAX_RANGE:
+            numbers.extend(range(bounds[0], bounds[1] + 1))
         else:
-            numbers.append(int(bounds[0]))
+            numbers.extend(bounds)
     return numbers
-
-
-def find_citations(text: str) -> list[int]:
-    """Every number cited in ``text``, in order of appearance (with repeats)."""
-    found: list[int] = []
-    for segment, is_code in _segments(text):
-        if not is_code:
-            for match in _MARKER.finditer(segment):
-                found.extend(parse_marker_numbers(match.group("body")))
-    return found
 
 
 def check_citations(text: str, sources: Sequence[T]) -> CitedText[T]:
     """Map markers in ``text`` to ``sources`` (``[1]`` is ``sources[0]``), drop and renumber."""
-    order: list[int] = []  # original numbers in order of first appearance
-    invalid: list[int] = []
+    rewriter = CitationRewriter(sources)
+    rewriter.feed(text)
+    rewriter.finish()
+    return rewriter.result()
 
-    def rewrite(match: re.Match[str]) -> str:
+
+class CitationRewriter(Generic[T]):
+    """Rewrites citation markers in text that arrives in pieces.
+
+    :meth:`feed` returns the text that is safe to show now; it holds back only what might still
+    turn into a marker (an open ``[``, trailing blanks, a run of backticks). :meth:`finish`
+    flushes the rest. The concatenation of everything returned is :meth:`result`'s text.
+    """
+
+    def __init__(self, sources: Sequence[T]) -> None:
+        self._sources = sources
+        self._pending = ""
+        self._code: str | None = None  # the backtick run that opened the current code span
+        self._order: list[int] = []  # original numbers in order of first appearance
+        self._invalid: list[int] = []
+        self._emitted: list[str] = []
+
+    def feed(self, delta: str) -> str:
+        self._pending += delta
+        return self._drain(final=False)
+
+    def finish(self) -> str:
+        return self._drain(final=True)
+
+    def result(self) -> CitedText[T]:
+        return CitedText(
+            text="".join(self._emitted).strip(),
+            cited=tuple(self._sources[n - 1] for n in self._order),
+            original_numbers=tuple(self._order),
+            invalid=tuple(self._invalid),
+        )
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _drain(self, *, final: bool) -> str:
+        p, i, out = self._pending, 0, []
+        while i < len(p):
+            ch = p[i]
+            if ch == "`":
+                end = _run_end(p, i, "`")
+                if end == len(p) and not final:
+                    break  # the run of backticks may continue in the next delta
+                self._toggle_code(p[i:end])
+                out.append(p[i:end])
+                i = end
+            elif self._code is not None:
+                if ch == "\n" and len(self._code) < 3:
+                    self._code = None  # inline code does not span lines (our simplification)
+                out.append(ch)
+                i += 1
+            elif ch in _BLANKS or ch == "[":
+                step = self._marker(p, i, final, out)
+                if step is None:
+                    break  # need more text to decide
+                i = step
+            else:
+                out.append(ch)
+                i += 1
+        self._pending = p[i:]
+        text = "".join(out)
+        self._emitted.append(text)
+        return text
+
+    def _marker(self, p: str, start: int, final: bool, out: list[str]) -> int | None:
+        """Handle blanks and/or a "[" at ``start``; the next index, or None to wait for more."""
+        bracket = _run_end(p, start, _BLANKS)
+        if bracket == len(p):
+            if not final:
+                return None  # trailing blanks: a dropped marker may follow and take them along
+            out.append(p[start:])
+            return len(p)
+        if p[bracket] != "[":
+            out.append(p[start:bracket])
+            return bracket
+        match = _MARKER.match(p, bracket)
+        if match is None:
+            prefix = _MARKER_PREFIX.match(p, bracket)
+            could_grow = prefix is not None and prefix.end() == len(p)
+            if could_grow and not final and len(p) - bracket < _MAX_MARKER:
+                return None
+            out.append(p[start : bracket + 1])
+            return bracket + 1
+        end = match.end()
+        if end == len(p) and not final:
+            return None  # "[1](" would make it a link: look at the next character first
+        if end < len(p) and p[end] == "(":
+            out.append(p[start : bracket + 1])
+            return bracket + 1
+        replacement = self._renumber(match.group(0)[1:-1])
+        if replacement:
+            out.append(p[start:bracket] + replacement)
+        return end
+
+    def _renumber(self, body: str) -> str:
         new_numbers: list[int] = []
-        for number in parse_marker_numbers(match.group("body")):
-            if not 1 <= number <= len(sources):
-                invalid.append(number)
+        for number in parse_marker_numbers(body):
+            if not 1 <= number <= len(self._sources):
+                self._invalid.append(number)
                 continue
-            if number not in order:
-                order.append(number)
-            new = order.index(number) + 1
+            if number not in self._order:
+                self._order.append(number)
+            new = self._order.index(number) + 1
             if new not in new_numbers:
                 new_numbers.append(new)
-        if not new_numbers:
-            return ""
-        return f"{match.group('space')}[{', '.join(map(str, new_numbers))}]"
+        return f"[{', '.join(map(str, new_numbers))}]" if new_numbers else ""
 
-    parts = [
-        segment if is_code else _MARKER.sub(rewrite, segment)
-        for segment, is_code in _segments(text)
-    ]
-    return CitedText(
-        text="".join(parts).strip(),
-        cited=tuple(sources[n - 1] for n in order),
-        original_numbers=tuple(order),
-        invalid=tuple(invalid),
-    )
+    def _toggle_code(self, run: str) -> None:
+        if self._code is None:
+            self._code = run
+        elif (len(self._code) >= 3 and len(run) >= 3) or run == self._code:
+            self._code = None
 
 
-def _segments(text: str) -> list[tuple[str, bool]]:
-    """Split ``text`` into (segment, is_code) pieces, in order."""
-    pieces: list[tuple[str, bool]] = []
-    last = 0
-    for match in _CODE.finditer(text):
-        if match.start() > last:
-            pieces.append((text[last : match.start()], False))
-        pieces.append((match.group(0), True))
-        last = match.end()
-    if last < len(text):
-        pieces.append((text[last:], False))
-    return pieces
+def _run_end(text: str, start: int, chars: str) -> int:
+    end = start
+    while end < len(text) and text[end] in chars:
+        end += 1
+    return end

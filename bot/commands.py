@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from bot.cli import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, CliError, print_json
+from bot.cli import EXIT_OK, EXIT_PARTIAL, CliError, print_json
 from bot.settings import Settings
 
 DOCS_DIR = Path(__file__).resolve().parent.parent / "docs"

@@ -10,12 +10,13 @@ the server sends one, and every retry is logged. Whatever still fails is raised 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, TypedDict
 
 import httpx2
@@ -70,7 +71,7 @@ class LLM(Protocol):
     def stream(
         self, messages: Sequence[ChatMessage], *, temperature: float | None = None,
         max_tokens: int | None = None,
-    ) -> AsyncIterator[str]: ...
+    ) -> AsyncGenerator[str, None]: ...
 
 
 class LLMClient:
@@ -135,7 +136,7 @@ class LLMClient:
     async def stream(
         self, messages: Sequence[ChatMessage], *, temperature: float | None = None,
         max_tokens: int | None = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Yield the reply's text deltas as they arrive.
 
         A failure before the first delta is retried like :meth:`complete`; once text has been
@@ -156,7 +157,10 @@ class LLMClient:
                             emitted = True
                             yield delta
                 finally:
-                    await response.close()
+                    # Closing a connection that already broke can fail again; the first error
+                    # is the one worth reporting.
+                    with contextlib.suppress(openai.OpenAIError, httpx2.HTTPError, OSError):
+                        await response.close()
                 return
             except (openai.OpenAIError, httpx2.HTTPError) as exc:
                 if emitted:
@@ -218,8 +222,11 @@ class LLMClient:
         if isinstance(exc, openai.APIStatusError):
             text = f"HTTP {exc.status_code}: {exc.message}"
         else:
-            text = f"{type(exc).__name__}: {exc}"
-        text = text[:300]
+            text = f"{type(exc).__name__}: {str(exc).rstrip('.')}"
+            # openai's "Connection error." hides the useful part ("All connection attempts failed").
+            if exc.__cause__ is not None and str(exc.__cause__):
+                text += f" ({exc.__cause__})"
+        text = text[:300].rstrip(".")
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text

@@ -56,8 +56,6 @@ _TAG_LOOKALIKE = re.compile(
     r"(?:<|&lt;|&#60;|＜)\s*/?\s*(?:sources?|question|conversation)\b[^<>\n]*(?:>|&gt;|&#62;|＞)?",
     re.IGNORECASE,
 )
-# A truncated passage with less text than this many tokens is not worth including.
-_MIN_TRUNCATED_TOKENS = 32
 
 
 def estimate_tokens(text: str) -> int:
@@ -71,7 +69,7 @@ def estimate_tokens(text: str) -> int:
 
 
 def neutralise(text: str) -> str:
-    """Defuse look-alikes of the prompt's delimiter tags so untrusted text stays inside its block."""
+    """Defuse look-alikes of the prompt's delimiter tags, so untrusted text stays in its block."""
     return _TAG_LOOKALIKE.sub(_defuse, text)
 
 
@@ -83,14 +81,30 @@ def _defuse(match: re.Match[str]) -> str:
     return text
 
 
+# Between two passages of one document inside its source block.
+PASSAGE_SEPARATOR = "\n…\n"
+
+
 @dataclass(frozen=True)
 class PromptSource:
-    """A passage as numbered in the prompt: ``n`` starts at 1; ``text`` may be truncated."""
+    """One numbered source of the prompt: a document and its retrieved passages.
+
+    Passages of the same document share one number, so an answer never lists one document
+    twice. ``hit`` is the document's best-ranked passage (title, location, snippet); ``passages``
+    are in rank order, and the only one that can be truncated is a lone over-long first passage.
+    """
 
     n: int
     hit: Hit
-    text: str
+    passages: tuple[str, ...]
     truncated: bool = False
+
+    @property
+    def text(self) -> str:
+        return PASSAGE_SEPARATOR.join(self.passages)
+
+    def block(self) -> str:
+        return format_source(self.n, self.hit.title, self.hit.location, self.text)
 
 
 def format_source(n: int, title: str, location: str | None, text: str) -> str:
@@ -104,33 +118,46 @@ def format_source(n: int, title: str, location: str | None, text: str) -> str:
 def fit_sources(
     hits: Sequence[Hit], budget_tokens: int, count_tokens: CountTokens = estimate_tokens
 ) -> list[PromptSource]:
-    """Number the hits (best first) and keep as many as fit in ``budget_tokens``.
+    """Group the hits (best first) by document, number the documents and fit ``budget_tokens``.
 
-    Lowest-ranked passages are dropped first. A passage that does not fit whole is truncated
-    when it is the first one (so one long passage never empties the prompt) or when enough
-    budget remains to make the truncated text useful; nothing below it is kept.
+    Lowest-ranked passages are dropped first: the kept passages are a prefix of the ranking.
+    Only when the best passage alone does not fit is it truncated, so one long passage never
+    empties the prompt.
     """
     kept: list[PromptSource] = []
+    by_doc: dict[str, int] = {}  # doc_id -> index in kept
     used = 0
     for hit in hits:
-        n = len(kept) + 1
-        cost = count_tokens(format_source(n, hit.title, hit.location, hit.text))
-        if used + cost <= budget_tokens:
-            kept.append(PromptSource(n, hit, hit.text))
-            used += cost
+        index = by_doc.get(hit.doc_id)
+        if index is None:
+            candidate = PromptSource(len(kept) + 1, hit, (hit.text,))
+            old_cost = 0
+        else:
+            old = kept[index]
+            candidate = PromptSource(old.n, old.hit, (*old.passages, hit.text))
+            old_cost = count_tokens(old.block())
+        cost = count_tokens(candidate.block())
+        if used - old_cost + cost <= budget_tokens:
+            used += cost - old_cost
+            if index is None:
+                by_doc[hit.doc_id] = len(kept)
+                kept.append(candidate)
+            else:
+                kept[index] = candidate
             continue
-        overhead = count_tokens(format_source(n, hit.title, hit.location, ""))
-        room = budget_tokens - used - overhead
-        if room >= _MIN_TRUNCATED_TOKENS or (not kept and room > 0):
-            text = truncate_to_tokens(hit.text, room, count_tokens)
+        if not kept:
+            room = budget_tokens - count_tokens(format_source(1, hit.title, hit.location, ""))
+            text = truncate_to_tokens(hit.text, room, count_tokens) if room > 0 else ""
             if text:
-                kept.append(PromptSource(n, hit, text, truncated=True))
+                kept.append(PromptSource(1, hit, (text,), truncated=True))
         break
     return kept
 
 
-def truncate_to_tokens(text: str, max_tokens: int, count_tokens: CountTokens = estimate_tokens) -> str:
-    """The longest prefix of ``text``, cut at a word boundary and marked "…", within ``max_tokens``."""
+def truncate_to_tokens(
+    text: str, max_tokens: int, count_tokens: CountTokens = estimate_tokens
+) -> str:
+    """The longest prefix of ``text`` within ``max_tokens``, cut at a word boundary, marked "…"."""
     if count_tokens(text) <= max_tokens:
         return text
     lo, hi = 0, len(text)
@@ -156,7 +183,7 @@ def build_answer_messages(
 
     ``asked_as`` is the user's original wording when ``question`` is a rewritten follow-up.
     """
-    blocks = "\n\n".join(format_source(s.n, s.hit.title, s.hit.location, s.text) for s in sources)
+    blocks = "\n\n".join(source.block() for source in sources)
     user = f"<sources>\n{blocks}\n</sources>\n\nQuestion: {neutralise(question)}"
     if asked_as and asked_as.strip() != question.strip():
         user += f"\n(Asked as a follow-up in a conversation: {neutralise(asked_as)})"

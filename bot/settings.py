@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SearchMode = Literal["bm25", "dense", "hybrid", "rerank"]
@@ -43,6 +43,15 @@ class SearchSettings(BaseModel):
     )
     top_k: int = Field(5, ge=1, description="Passages used for an answer.")
     max_file_mb: float = Field(20.0, gt=0, description="Larger files are skipped and reported.")
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> SearchSettings:
+        if self.chunk_overlap * 2 > self.chunk_tokens:
+            raise ValueError(
+                f"chunk_overlap {self.chunk_overlap} is more than half of chunk_tokens "
+                f"{self.chunk_tokens}; lower LOREBOT_SEARCH__CHUNK_OVERLAP"
+            )
+        return self
 
 
 class LLMSettings(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import html
 import io
 import logging
 import os
@@ -17,7 +18,9 @@ import re
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from stat import S_ISREG
 
+from search.chunking import clean_heading, iter_headings
 from search.errors import LoadError, SourceError
 from search.models import Document, LoadFailure
 from search.text import content_hash
@@ -79,6 +82,7 @@ SUPPORTED_EXTENSIONS = frozenset(
     | CONVERTED_EXTENSIONS.keys()
 )
 _TEXT_EXTENSIONS = SUPPORTED_EXTENSIONS - CONVERTED_EXTENSIONS.keys()
+_TEXT_CONVERTED = frozenset({".html", ".htm", ".xhtml", ".csv", ".ipynb"})
 _OOXML = {".docx", ".pptx", ".xlsx"}
 
 _MB = 1024 * 1024
@@ -203,7 +207,7 @@ def _walk(
 
 def make_doc_id(source: str, relative_path: str) -> str:
     """A stable id from the source name and the file's POSIX path relative to its root."""
-    digest = hashlib.sha256(f"{source}\x00{relative_path}".encode("utf-8")).hexdigest()
+    digest = hashlib.sha256(f"{source}\x00{relative_path}".encode()).hexdigest()
     return digest[:20]
 
 
@@ -229,9 +233,14 @@ def load_file(path: Path, *, root: Path, source: str, max_bytes: int) -> Documen
     try:
         stat = path.stat()
     except FileNotFoundError as exc:
+        if path.is_symlink():
+            raise LoadError("broken symbolic link; fix or delete it") from exc
         raise LoadError("file disappeared while indexing; run the reindex again") from exc
     except OSError as exc:
         raise LoadError(f"cannot read the file ({exc.strerror}); check its permissions") from exc
+    if not S_ISREG(stat.st_mode):
+        # A named pipe or device would block or never end; only regular files are documents.
+        raise LoadError("not a regular file (a pipe, socket or device); exclude it")
     if stat.st_size == 0:
         raise LoadError("empty file")
     if stat.st_size > max_bytes:
@@ -253,14 +262,13 @@ def load_file(path: Path, *, root: Path, source: str, max_bytes: int) -> Documen
     else:
         text, meta_title = _convert(ext, data)
     text = _normalize(text)
+    if ext in MARKDOWN_EXTENSIONS:
+        text, front_title = _split_front_matter(text)
+        meta_title = meta_title or front_title
     if not text.strip():
         if ext == ".pdf":
             raise LoadError("no text found; scanned PDFs need OCR first")
         raise LoadError("empty file" if ext in _TEXT_EXTENSIONS else "no text found")
-
-    if ext in MARKDOWN_EXTENSIONS:
-        text, front_title = _split_front_matter(text)
-        meta_title = meta_title or front_title
     title = first_h1(text) or _clean_title(meta_title) or prettify_stem(path.stem)
     rel = Path(os.path.relpath(path, root)).as_posix()
     return Document(
@@ -396,6 +404,8 @@ def _asciidoc_headings(text: str) -> str:
 
 def _normalize(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    # pdfminer separates pages with form feeds: a page break is a paragraph break.
+    text = text.replace("\x0c", "\n\n")
     return text.strip("\n").rstrip()
 
 
@@ -412,34 +422,17 @@ def _split_front_matter(text: str) -> tuple[str, str | None]:
     return text[m.end() :].lstrip("\n"), title
 
 
-_FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-_H1 = re.compile(r"^ {0,3}#[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
-
-
 def first_h1(text: str) -> str | None:
-    """The first ATX level-1 heading outside fenced code, without Markdown emphasis marks."""
-    fence: str | None = None
-    for line in text.split("\n"):
-        m = _FENCE_OPEN.match(line)
-        if fence is not None:
-            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence):
-                if not line.strip().strip(fence[0]):
-                    fence = None
-            continue
-        if m:
-            fence = m.group(1)
-            continue
-        h = _H1.match(line)
-        if h:
-            return _clean_title(h.group(1))
-    return None
+    """The first level-1 ATX heading outside fenced code, without Markdown decoration."""
+    return next((name for level, name, _, _ in iter_headings(text) if level == 1 and name), None)
 
 
 def _clean_title(title: str | None) -> str | None:
     if not title:
         return None
-    cleaned = re.sub(r"\s+", " ", re.sub(r"[*_`]+", "", title)).strip()
-    return cleaned or None
+    # PDFs printed from Office keep the application's window title as their /Title.
+    title = re.sub(r"^Microsoft (?:Word|PowerPoint|Excel) - ", "", title.strip())
+    return clean_heading(title) or None
 
 
 def prettify_stem(stem: str) -> str:
@@ -456,15 +449,16 @@ def _convert(ext: str, data: bytes) -> tuple[str, str | None]:
     corrupt DOCX fails as a DOCX instead of being "rescued" as plain text)."""
     converter_name, fmt = CONVERTED_EXTENSIONS[ext]
     try:
-        from markitdown import StreamInfo
-        from markitdown import converters
+        from markitdown import StreamInfo, converters
     except Exception as exc:  # broken install: still a per-file reason, not a crash
         raise LoadError(f"cannot read {fmt} files: markitdown is not usable ({exc})") from exc
 
     charset = None
-    if ext == ".csv":
-        # markitdown would guess the encoding; decoding ourselves keeps one strict policy.
-        data, charset = _decode_text(data).encode("utf-8"), "utf-8"
+    if ext in _TEXT_CONVERTED:
+        # markitdown would guess the encoding (and index binary junk as text); decoding here
+        # keeps one strict policy for every text format.
+        text = _decode_html(data) if fmt == "HTML" else _decode_text(data)
+        data, charset = text.encode("utf-8"), "utf-8"
     converter = getattr(converters, converter_name)()
     info = StreamInfo(extension=ext, filename=f"document{ext}", charset=charset)
     try:
@@ -476,7 +470,32 @@ def _convert(ext: str, data: bytes) -> tuple[str, str | None]:
         title = _ooxml_title(data)
     elif not title and ext == ".pdf":
         title = _pdf_title(data)
-    return result.markdown or "", title if isinstance(title, str) else None
+    text = result.markdown or ""
+    if ext == ".pptx":
+        # Slide markers are noise in a passage; the slide titles (headings) mark the slides.
+        text = re.sub(r"^<!-- Slide number: \d+ -->\n", "", text, flags=re.MULTILINE)
+    return text, title if isinstance(title, str) else None
+
+
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+
+
+def _decode_html(data: bytes) -> str:
+    """Like `_decode_text`, but honour a ``<meta charset>`` declaration: legacy pages in
+    windows-1252 or Shift_JIS that say so are common and perfectly readable."""
+    try:
+        return _decode_text(data)
+    except LoadError as exc:
+        declared = _META_CHARSET.search(data[:4096])
+        if b"\x00" in data or declared is None:
+            raise
+        try:
+            return data.decode(declared.group(1).decode("ascii"))
+        except (LookupError, UnicodeDecodeError):
+            raise LoadError(
+                f"not valid {declared.group(1).decode('ascii')} as the page declares, nor UTF-8; "
+                "re-save the file as UTF-8"
+            ) from exc
 
 
 def _conversion_reason(fmt: str, exc: Exception) -> str:
@@ -495,11 +514,9 @@ def _ooxml_title(data: bytes) -> str | None:
             xml = zf.read("docProps/core.xml").decode("utf-8", "replace")
     except Exception:  # metadata is optional; the text was already extracted
         return None
-    m = re.search(r"<dc:title>([^<]*)</dc:title>", xml)
+    m = re.search(r"<(?:\w+:)?title\b[^>]*>([^<]*)</(?:\w+:)?title>", xml)
     if not m:
         return None
-    import html
-
     return html.unescape(m.group(1)).strip() or None
 
 

@@ -64,18 +64,20 @@ def _dcg(gains: Iterable[float]) -> float:
 
 def ndcg_at_k(ranking: Sequence[str], qrels: Qrels, k: int) -> float:
     """Normalised discounted cumulative gain of the top ``k`` (0.0 when nothing is relevant)."""
+    top = top_k(ranking, k)
     ideal = _dcg(sorted((g for g in qrels.values() if is_relevant(g)), reverse=True)[:k])
     if ideal == 0:
         return 0.0
-    return _dcg(qrels.get(d, 0) for d in top_k(ranking, k)) / ideal
+    return _dcg(qrels.get(d, 0) for d in top) / ideal
 
 
 def recall_at_k(ranking: Sequence[str], qrels: Qrels, k: int) -> float:
     """Share of the relevant documents found in the top ``k`` (0.0 when nothing is relevant)."""
+    top = top_k(ranking, k)
     n_relevant = sum(1 for g in qrels.values() if is_relevant(g))
     if n_relevant == 0:
         return 0.0
-    found = sum(1 for d in top_k(ranking, k) if is_relevant(qrels.get(d, 0)))
+    found = sum(1 for d in top if is_relevant(qrels.get(d, 0)))
     return found / n_relevant
 
 

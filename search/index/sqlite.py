@@ -8,7 +8,10 @@ What the file holds:
 * ``chunks``: one row per chunk: the original text, the heading path (JSON) and the vector blob.
 * ``chunks_fts``: FTS5 over title, headings and text, sharing rowids with ``chunks``. It holds a
   CJK-segmented copy of the text (bigrams, see ``search.text.segment_cjk``), so Chinese, Japanese
-  and Korean are searchable; hits always show the original text from ``chunks``.
+  and Korean are searchable; hits always show the original text from ``chunks``. A fourth column,
+  ``source_key``, holds one opaque token per source, so a source filter is part of the MATCH
+  expression and FTS5 applies it while merging doclists, instead of SQL joining every match to
+  ``documents`` (which doubled filtered query time); its BM25 weight is 0, so it moves no score.
 
 Concurrency: every sqlite3 call runs on one worker thread owned by the index, so the event loop
 never blocks and no connection is shared between threads. That thread owns two connections: a
@@ -21,13 +24,14 @@ uncommitted WAL frames behind, which SQLite ignores.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import sqlite3
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,10 +101,15 @@ def fts_query(text: str) -> str | None:
     words = query_words(text)
     if not words:
         return None
-    content = [w for w in words if w.casefold() not in STOP_WORDS] or words
-    distinct = list(dict.fromkeys(w.casefold() for w in content))[:MAX_QUERY_TERMS]
+    content = [w for w in words if w.lower() not in STOP_WORDS] or words
+    # Words stay as typed (FTS5 folds case itself; str.casefold would turn "ß" into "ss", which
+    # FTS5 does not); repeats count once.
+    distinct: dict[str, str] = {}
+    for word in content:
+        distinct.setdefault(word.lower(), word)
+    terms = list(distinct.values())[:MAX_QUERY_TERMS]
     # Words hold no double quotes (punctuation was dropped), but escape anyway: it costs nothing.
-    return " OR ".join('"' + w.replace('"', '""') + '"' for w in distinct)
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in terms)
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,7 +209,7 @@ class _Locked(Exception):
 # Schema.
 # --------------------------------------------------------------------------------------------
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS documents (
     doc_id TEXT PRIMARY KEY,
@@ -224,12 +233,22 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks (doc_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5 (
-    title, headings, text, tokenize = 'porter unicode61 remove_diacritics 2'
+    title, headings, text, source_key, tokenize = 'porter unicode61 remove_diacritics 2'
 );
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', 1), ('version', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', {SCHEMA_VERSION}), ('version', 0);
 """
 
 _HIT_COLUMNS = "c.rowid, c.chunk_id, c.doc_id, c.headings, c.text, d.source, d.title, d.path, d.url"
+
+
+def _source_key(source: str) -> str:
+    """One FTS5 token naming a source exactly: letters then digits, which no stemmer touches."""
+    digest = hashlib.sha256(source.encode("utf-8")).digest()
+    return f"src{int.from_bytes(digest[:8], 'big')}"
+
+
+# User words search the content columns only, never the source keys.
+_CONTENT_COLUMNS = "{title headings text}"
 
 
 def _hit(row: Sequence[Any], score: float, similarity: float | None = None) -> Hit:
@@ -246,10 +265,6 @@ def _hit(row: Sequence[Any], score: float, similarity: float | None = None) -> H
         url=url,
         similarity=similarity,
     )
-
-
-def _placeholders(n: int) -> str:
-    return ", ".join("?" * n)
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,9 +306,12 @@ def _validated_vectors(
                 f"chunk {chunk.chunk_id!r} belongs to document {chunk.doc_id!r}, "
                 f"not {document.doc_id!r}"
             )
-    rows = np.asarray(vectors, dtype=np.float32)
+    # A copy: the index keeps these rows after the call, whatever the caller does to its array.
+    rows = np.array(vectors, dtype=np.float32, order="C", copy=True)
     if not chunks:
-        return rows.reshape(0, rows.shape[-1] if rows.ndim == 2 else 0)
+        if rows.size:
+            raise ValueError(f"document {document.doc_id!r}: vectors given but no chunks")
+        return np.empty((0, 0), dtype=np.float32)
     if rows.ndim != 2 or rows.shape[0] != len(chunks) or rows.shape[1] == 0:
         raise ValueError(
             f"document {document.doc_id!r}: expected one vector per chunk, shape "
@@ -301,7 +319,7 @@ def _validated_vectors(
         )
     if not np.isfinite(rows).all():
         raise ValueError(f"document {document.doc_id!r}: vectors contain NaN or infinity")
-    return np.ascontiguousarray(rows)
+    return rows
 
 
 class SqliteIndex:
@@ -387,10 +405,10 @@ class SqliteIndex:
                 writer._active = False
                 # Shielded: a cancelled task must still roll back, or the writer connection
                 # would stay inside the transaction and hold the file's write lock.
-                await asyncio.shield(self._call(self._rollback_sync))
+                await asyncio.shield(asyncio.wrap_future(self._submit(self._rollback_sync)))
                 raise
             writer._active = False
-            await asyncio.shield(self._call(self._commit_sync, tx))
+            await asyncio.shield(asyncio.wrap_future(self._submit(self._commit_sync, tx)))
 
     async def bm25(self, query: str, k: int, sources: Sequence[str] | None = None) -> list[Hit]:
         """The ``k`` best chunks by BM25 (FTS5, weighted title/headings/text), best first."""
@@ -429,10 +447,14 @@ class SqliteIndex:
     async def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ``fn`` on the index's own thread, mapping sqlite3 errors to IndexStoreError."""
         await self._ready()
+        return await asyncio.wrap_future(self._submit(fn, *args))
+
+    def _submit(self, fn: Callable[..., _T], *args: Any) -> Future[_T]:
+        """Queue ``fn`` on the index's thread; jobs run one at a time, in submission order."""
         executor = self._executor
         if executor is None:
             raise IndexStoreError(f"index {self.path} is closed")
-        return await asyncio.wrap_future(executor.submit(self._guarded, fn, *args))
+        return executor.submit(self._guarded, fn, *args)
 
     def _guarded(self, fn: Callable[..., _T], *args: Any) -> _T:
         try:
@@ -449,7 +471,9 @@ class SqliteIndex:
                 "(or delete it) and reindex: the index is rebuilt from the knowledge sources."
             )
         if "disk is full" in lowered or "disk i/o" in lowered:
-            return IndexStoreError(f"cannot write the index {self.path} ({message}): free disk space")
+            return IndexStoreError(
+                f"cannot write the index {self.path} ({message}): free some disk space"
+            )
         if "unable to open" in lowered or "readonly" in lowered:
             return IndexStoreError(
                 f"cannot open the index {self.path} ({message}): check that its directory "
@@ -463,8 +487,14 @@ class SqliteIndex:
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.01
         while True:
+            begun = self._submit(self._begin_sync)
             try:
-                return await self._call(self._begin_sync)
+                return await asyncio.shield(asyncio.wrap_future(begun))
+            except asyncio.CancelledError:
+                # BEGIN may already have run: queue the rollback behind it so the write lock
+                # is not held by a transaction nobody will finish.
+                self._submit(self._rollback_sync)
+                raise
             except _Locked:
                 if time.monotonic() >= deadline:
                     raise IndexStoreError(
@@ -481,14 +511,17 @@ class SqliteIndex:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         writer = sqlite3.connect(self.path, isolation_level=None)
         self._writer = writer
-        # A short busy timeout: lock waits are retried by `_begin` off this thread.
-        writer.execute("PRAGMA busy_timeout = 50")
+        # Two processes may create the same new file at once: let the loser wait here.
+        writer.execute("PRAGMA busy_timeout = 5000")
         mode = writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise IndexStoreError(f"index {self.path}: SQLite refused WAL mode (got {mode!r})")
         # NORMAL in WAL mode survives a killed process; only a power cut may lose the last commit.
         writer.execute("PRAGMA synchronous = NORMAL")
         self._create_schema(writer)
+        # From now on a short busy timeout: waits for another process's write lock are retried
+        # by `_begin` on the event loop, so they never hold this thread.
+        writer.execute("PRAGMA busy_timeout = 50")
         reader = sqlite3.connect(self.path, isolation_level=None)
         self._reader = reader
         reader.execute("PRAGMA busy_timeout = 5000")
@@ -526,7 +559,6 @@ class SqliteIndex:
             return
         try:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executescript(_SCHEMA.replace(";\n", ";\n", -1)) if False else None
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -644,10 +676,13 @@ class SqliteIndex:
                     segment_cjk(chunk.title or document.title),
                     segment_cjk(" ".join(chunk.headings)),
                     segment_cjk(chunk.text),
+                    _source_key(document.source),
                 )
             )
         conn.executemany(
-            "INSERT INTO chunks_fts (rowid, title, headings, text) VALUES (?, ?, ?, ?)", fts_rows
+            "INSERT INTO chunks_fts (rowid, title, headings, text, source_key) "
+            "VALUES (?, ?, ?, ?, ?)",
+            fts_rows,
         )
 
     def _delete_sync(self, tx: _Transaction, doc_id: str) -> None:
@@ -657,7 +692,8 @@ class SqliteIndex:
 
     @staticmethod
     def _delete_chunks(conn: sqlite3.Connection, doc_id: str) -> list[int]:
-        rowids = [r for (r,) in conn.execute("SELECT rowid FROM chunks WHERE doc_id = ?", (doc_id,))]
+        rows = conn.execute("SELECT rowid FROM chunks WHERE doc_id = ?", (doc_id,))
+        rowids = [rowid for (rowid,) in rows]
         if rowids:
             conn.executemany("DELETE FROM chunks_fts WHERE rowid = ?", [(r,) for r in rowids])
             conn.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
@@ -715,25 +751,18 @@ class SqliteIndex:
             conn.execute("COMMIT")
 
     def _bm25_sync(self, expression: str, k: int, sources: list[str] | None) -> list[Hit]:
-        if sources is None:
-            inner = (
-                "SELECT rowid, bm25(chunks_fts, ?, ?, ?) AS rank FROM chunks_fts "
-                "WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?"
-            )
-            params: list[Any] = [*self.weights, expression, k]
-        else:
-            inner = (
-                "SELECT f.rowid AS rowid, bm25(chunks_fts, ?, ?, ?) AS rank FROM chunks_fts f "
-                "JOIN chunks c ON c.rowid = f.rowid JOIN documents d ON d.doc_id = c.doc_id "
-                f"WHERE chunks_fts MATCH ? AND d.source IN ({_placeholders(len(sources))}) "
-                "ORDER BY rank LIMIT ?"
-            )
-            params = [*self.weights, expression, *sources, k]
+        match = f"{_CONTENT_COLUMNS} : ({expression})"
+        if sources is not None:
+            keys = " OR ".join(f'"{_source_key(source)}"' for source in sources)
+            match = f"source_key : ({keys}) AND {match}"
         sql = (
-            f"SELECT {_HIT_COLUMNS}, top.rank FROM ({inner}) AS top "
-            "JOIN chunks c ON c.rowid = top.rowid JOIN documents d ON d.doc_id = c.doc_id "
+            f"SELECT {_HIT_COLUMNS}, top.rank FROM ("
+            "  SELECT rowid, bm25(chunks_fts, ?, ?, ?, 0.0) AS rank FROM chunks_fts"
+            "  WHERE chunks_fts MATCH ? ORDER BY rank LIMIT ?"
+            ") AS top JOIN chunks c ON c.rowid = top.rowid JOIN documents d ON d.doc_id = c.doc_id "
             "ORDER BY top.rank, c.rowid"
         )
+        params = (*self.weights, match, k)
         # FTS5's bm25() is negative, lower is better; hits score higher-is-better.
         return self._read(lambda conn: [_hit(row, -row[9]) for row in conn.execute(sql, params)])
 

@@ -59,17 +59,45 @@ def write_docx(
     *,
     core_title: str | None = None,
 ) -> Path:
-    """A real DOCX: each section is a Heading 1 and its paragraphs."""
+    """A real DOCX: each section is a Heading 1 (none if empty) and its paragraphs."""
     import docx
 
     document = docx.Document()
     if core_title is not None:
         document.core_properties.title = core_title
     for heading, paragraphs in sections:
-        document.add_heading(heading, level=1)
+        if heading:
+            document.add_heading(heading, level=1)
         for paragraph in paragraphs:
             document.add_paragraph(paragraph)
     document.save(str(path))
+    return path
+
+
+def write_xlsx(path: Path, rows: list[list[str]], *, sheet: str, core_title: str) -> Path:
+    """A real one-sheet XLSX (openpyxl comes with markitdown's xlsx extra)."""
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    worksheet = workbook.active
+    worksheet.title = sheet
+    for row in rows:
+        worksheet.append(row)
+    workbook.properties.title = core_title
+    workbook.save(str(path))
+    return path
+
+
+def write_pptx(path: Path, slides: list[tuple[str, str]]) -> Path:
+    """A real PPTX with one title-and-content slide per ``(title, body)``."""
+    import pptx
+
+    presentation = pptx.Presentation()
+    for title, body in slides:
+        slide = presentation.slides.add_slide(presentation.slide_layouts[1])
+        slide.shapes.title.text = title
+        slide.placeholders[1].text = body
+    presentation.save(str(path))
     return path
 
 

@@ -44,8 +44,9 @@ class Reply:
     """One scripted behaviour for the next request.
 
     ``text`` None means "ask the responder". ``status`` other than 200 sends an OpenAI-style error
-    body. ``drop`` closes the connection without any response; ``drop_after_chunks`` (streaming
-    only) sends that many content deltas and then closes the connection mid-stream.
+    body (with ``error_message`` as its message). ``drop`` closes the connection without any
+    response; ``drop_after_chunks`` (streaming only) sends that many content deltas and then
+    closes the connection mid-stream.
     """
 
     text: str | None = None
@@ -54,6 +55,7 @@ class Reply:
     delay_s: float = 0.0
     drop: bool = False
     drop_after_chunks: int | None = None
+    error_message: str | None = None
 
     @classmethod
     def error(cls, status: int, *, retry_after: str | float | None = None, **kw: Any) -> Reply:
@@ -119,9 +121,7 @@ class FakeOpenAI:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         # Port 0 lets the OS pick a free port; read back the one it chose.
-        server = site._server  # noqa: SLF001 - aiohttp exposes no public accessor for this
-        assert server is not None and server.sockets
-        self._port = server.sockets[0].getsockname()[1]
+        self._port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -148,7 +148,8 @@ class FakeOpenAI:
             return self._drop(request)
         if reply.status != 200:
             return web.json_response(
-                {"error": {"message": f"fake error {reply.status}", "type": "fake_error",
+                {"error": {"message": reply.error_message or f"fake error {reply.status}",
+                           "type": "fake_error",
                            "code": str(reply.status)}},
                 status=reply.status,
                 headers=dict(reply.headers),
@@ -179,7 +180,9 @@ class FakeOpenAI:
         return response
 
     @staticmethod
-    def _drop(request: web.Request, response: web.StreamResponse | None = None) -> web.StreamResponse:
+    def _drop(
+        request: web.Request, response: web.StreamResponse | None = None
+    ) -> web.StreamResponse:
         # Closing the transport is what a crashed upstream looks like to the client: no status
         # line at all, or a chunked body that ends without its terminator.
         if request.transport is not None:

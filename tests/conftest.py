@@ -1,0 +1,43 @@
+"""Shared fixtures: settings pointing at a temporary data dir, and a small mixed-language corpus."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Models load from local files only: a test must never reach for a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch) -> Path:
+    """A fresh LOREBOT_DATA_DIR, and no stray .env or LLM from the developer's environment."""
+    path = tmp_path / "data"
+    monkeypatch.setenv("LOREBOT_DATA_DIR", str(path))
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith(("LOREBOT_LLM__", "OPENAI_")):
+            monkeypatch.delenv(name)
+    return path
+
+
+@pytest.fixture
+def kb(tmp_path) -> Path:
+    """The sample knowledge base (lorebot's docs, English and Chinese) plus a DOCX and a PDF."""
+    from tests.support.broken_files import write_docx, write_pdf
+
+    root = tmp_path / "kb"
+    shutil.copytree(ROOT / "docs", root)
+    write_docx(root / "onboarding.docx", [("Onboarding checklist", [
+        "New engineers receive a hardware security key on their first day.",
+        "The key must be registered with the IT helpdesk before using the VPN."])])
+    write_pdf(root / "travel-policy.pdf", ["Travel policy",
+                                          "Economy class is required for flights under six hours.",
+                                          "Hotel costs are reimbursed up to 180 euros per night."])
+    return root
