@@ -163,22 +163,23 @@ class _Vectors:
         self, query: np.ndarray, k: int, sources: Sequence[str] | None
     ) -> list[tuple[int, float]]:
         """(rowid, inner product) of the ``k`` best rows, best first, filter applied first."""
-        if sources is None:
-            candidates = None
-        else:
+        # einsum, not `matrix @ query`: BLAS runs this memory-bound product on all cores and,
+        # when they are busy (the embedding model, other requests), waits for them: 16 ms
+        # instead of 1 ms for 15k x 384 on two loaded cores. einsum's single loop stays ~1 ms.
+        scores = np.einsum("ij,j->i", self.matrix, query)
+        # Scoring every row and then dropping other sources beats copying the rows of the
+        # wanted sources out of the matrix first.
+        positions = np.arange(scores.size)
+        if sources is not None:
             codes = [self.sources[s] for s in sources if s in self.sources]
-            candidates = np.flatnonzero(np.isin(self.source_codes, codes))
-            if candidates.size == 0:
-                return []
-        matrix = self.matrix if candidates is None else self.matrix[candidates]
-        scores = matrix @ query
+            positions = np.flatnonzero(np.isin(self.source_codes, codes))
+            scores = scores[positions]
         if scores.size > k:
             top = np.argpartition(-scores, k - 1)[:k]
         else:
             top = np.arange(scores.size)
         top = top[np.argsort(-scores[top], kind="stable")]
-        positions = top if candidates is None else candidates[top]
-        return [(int(self.rowids[p]), float(scores[t])) for p, t in zip(positions, top)]
+        return [(int(self.rowids[positions[t]]), float(scores[t])) for t in top]
 
 
 @dataclass
@@ -526,7 +527,7 @@ class SqliteIndex:
         self._reader = reader
         reader.execute("PRAGMA busy_timeout = 5000")
         reader.execute("PRAGMA query_only = 1")
-        self._fresh_vectors()
+        self._read(lambda conn: self._fresh_vectors())  # load the matrix once, at start-up
 
     def _check_file(self) -> None:
         if self.path.is_dir():
@@ -610,6 +611,13 @@ class SqliteIndex:
 
     def _commit_sync(self, tx: _Transaction) -> None:
         conn = self._writer
+        if not conn.in_transaction:
+            # SQLite itself rolls a transaction back on some errors (disk full, I/O); bumping
+            # the version now would run outside any transaction.
+            raise IndexStoreError(
+                f"index {self.path}: the transaction was aborted by an earlier error; nothing "
+                "was written, run the reindex again"
+            )
         try:
             conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'version'")
             conn.execute("COMMIT")
@@ -627,18 +635,54 @@ class SqliteIndex:
         if self._writer is not None and self._writer.in_transaction:
             self._writer.execute("ROLLBACK")
 
+    def _atomically(
+        self, tx: _Transaction, write: Callable[[sqlite3.Connection, _Delta], None]
+    ) -> None:
+        """Run one writer call under a savepoint: if it fails, none of it stays.
+
+        The caller may catch the error and go on with the transaction (skip one bad document),
+        so a half-written document must not reach the commit, nor its rows the vector matrix:
+        ``write`` records its changes in a scratch delta merged only on success.
+        """
+        conn = self._writer
+        conn.execute("SAVEPOINT writer_call")
+        scratch = _Delta()
+        try:
+            write(conn, scratch)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK TO writer_call")
+                conn.execute("RELEASE writer_call")
+            raise
+        conn.execute("RELEASE writer_call")
+        tx.delta.remove(list(scratch.removed))
+        tx.delta.added.update(scratch.added)
+
     def _upsert_sync(
         self, tx: _Transaction, document: Document, chunks: list[Chunk], vectors: np.ndarray
     ) -> None:
-        conn = self._writer
-        if chunks:
-            dim = vectors.shape[1]
-            if tx.dim is None:
+        dim = vectors.shape[1] if chunks else None
+        if dim is not None and tx.dim is not None and dim != tx.dim:
+            raise self._dimension_error(dim, tx.dim)
+
+        def write(conn: sqlite3.Connection, delta: _Delta) -> None:
+            if dim is not None and tx.dim is None:
                 conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('dim', ?)", (dim,))
-                tx.dim = dim
-            elif dim != tx.dim:
-                raise self._dimension_error(dim, tx.dim)
-        tx.delta.remove(self._delete_chunks(conn, document.doc_id))
+            delta.remove(self._delete_chunks(conn, document.doc_id))
+            self._write_document(conn, delta, document, chunks, vectors)
+
+        self._atomically(tx, write)
+        if dim is not None and tx.dim is None:
+            tx.dim = dim
+
+    def _write_document(
+        self,
+        conn: sqlite3.Connection,
+        delta: _Delta,
+        document: Document,
+        chunks: list[Chunk],
+        vectors: np.ndarray,
+    ) -> None:
         conn.execute(
             """INSERT INTO documents
                    (doc_id, source, title, path, url, modified, content_hash, indexed_at)
@@ -669,7 +713,7 @@ class SqliteIndex:
                     f"chunk id {chunk.chunk_id!r} of document {document.doc_id!r} is already "
                     "stored (for this or another document); chunk ids must be unique"
                 ) from exc
-            tx.delta.added[rowid] = (document.source, vector)
+            delta.added[rowid] = (document.source, vector)
             fts_rows.append(
                 (
                     rowid,
@@ -686,9 +730,11 @@ class SqliteIndex:
         )
 
     def _delete_sync(self, tx: _Transaction, doc_id: str) -> None:
-        conn = self._writer
-        tx.delta.remove(self._delete_chunks(conn, doc_id))
-        conn.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+        def write(conn: sqlite3.Connection, delta: _Delta) -> None:
+            delta.remove(self._delete_chunks(conn, doc_id))
+            conn.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+
+        self._atomically(tx, write)
 
     @staticmethod
     def _delete_chunks(conn: sqlite3.Connection, doc_id: str) -> list[int]:
@@ -746,9 +792,13 @@ class SqliteIndex:
         conn = self._reader
         conn.execute("BEGIN")
         try:
-            return fn(conn)
-        finally:
-            conn.execute("COMMIT")
+            result = fn(conn)
+        except BaseException:
+            if conn.in_transaction:  # keep the original error, not one from ending the read
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
 
     def _bm25_sync(self, expression: str, k: int, sources: list[str] | None) -> list[Hit]:
         match = f"{_CONTENT_COLUMNS} : ({expression})"
@@ -808,4 +858,6 @@ class SqliteIndex:
 
 
 def _distinct(sources: Sequence[str] | None) -> list[str] | None:
+    if isinstance(sources, str):  # a str is a Sequence[str] too: "wiki" is not w, i, k, i
+        raise TypeError(f"sources must be a list of source names, not the string {sources!r}")
     return None if sources is None else list(dict.fromkeys(sources))

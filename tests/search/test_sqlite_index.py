@@ -90,17 +90,14 @@ def test_cjk_queries_become_bigrams():
     assert query_words("API 文档") == ["API", "文档"]
 
 
-def test_random_unicode_queries_never_raise_syntax_errors(tmp_path):
-    async def run():
-        async with SqliteIndex(tmp_path / "fuzz.sqlite3") as index:
-            await put(index, entry("d", "fuzz target text with café and 東京"))
-            rng = random.Random(7)
-            alphabet = 'abcAND OR NOT NEAR"\'()*^:{}+-,.;!?\\/\t\n é東京🚀ß_%\x00'
-            for _ in range(400):
-                query = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
-                await index.bm25(query, 3)
-
-    asyncio.run(run())
+async def test_random_queries_never_raise_syntax_errors(index):
+    await put(index, entry("d", "fuzz target text with café and 東京"))
+    rng = random.Random(7)
+    alphabet = 'abcAND OR NOT NEAR"\'()*^:{}+-,.;!?\\/\t\n é東京🚀ß_%\x00'
+    for _ in range(400):
+        query = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        await index.bm25(query, 3)
+        await index.bm25(query, 3, ["wiki", query])
 
 
 # ---- text handling specific to the FTS5 tokenizer -----------------------------------------------
@@ -237,6 +234,25 @@ async def test_a_chunk_id_owned_by_another_document_is_refused(index):
         async with index.transaction() as writer:
             await writer.upsert(doc, stolen, vectors)
     assert set(await index.documents()) == {"a"}
+
+
+async def test_a_failed_upsert_leaves_nothing_and_the_transaction_goes_on(index):
+    await put(index, entry("a", "alpha okapi"), entry("b", "original okapi", vectors=[axis(2)]))
+    doc, _, _ = entry("b", "x")
+    half_bad = [Chunk("b#new", "b", 0, "replacement okapi", doc.title),
+                Chunk("a#0", "b", 1, "clashes with a", doc.title)]
+    async with index.transaction() as writer:
+        with pytest.raises(IndexStoreError, match="a#0"):
+            await writer.upsert(doc, half_bad, np.stack([axis(0), axis(1)]))
+        await writer.upsert(*entry("c", "third okapi", vectors=[axis(3)]))
+    # "b" kept its previous version, whole; "c" was committed with it.
+    assert {h.text for h in await index.bm25("okapi", 10)} == {
+        "alpha okapi", "original okapi", "third okapi"
+    }
+    assert doc_ids(await index.knn(axis(2), 1)) == ["b"]
+    assert [h.chunk_id for h in await index.knn(axis(0), 10) if h.doc_id == "b"] == ["b#0"]
+    [stats] = await index.source_stats()
+    assert (stats.documents, stats.chunks) == (3, 3)
 
 
 async def test_vectors_must_match_the_chunks(index):
