@@ -57,10 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--question", default=SAMPLE_QUESTION,
                    help="asked when stdin is not a terminal")
 
+    # Each feature registers its own subcommands in its own module, to keep this file small.
     from bot import cli_eval
 
     cli_eval.add_parser(sub)
+    for module in _EXTRA_COMMANDS:
+        __import__(module, fromlist=["add_parser"]).add_parser(sub)
     return parser
+
+
+# Modules with `add_parser(sub)`; their handlers are `cmd_<name>` functions in the same module.
+_EXTRA_COMMANDS: list[str] = []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,9 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:
         _quiet_third_party()
-    from bot import commands
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        from bot import commands
 
-    handler = getattr(commands, f"cmd_{args.command}")
+        handler = getattr(commands, f"cmd_{args.command}")
     try:
         return asyncio.run(handler(args))
     except KeyboardInterrupt:

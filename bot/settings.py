@@ -18,6 +18,10 @@ SearchMode = Literal["bm25", "dense", "hybrid", "rerank"]
 class SearchSettings(BaseModel):
     """Retrieval knobs. Every one that moves quality is here, not a constant in code."""
 
+    backend: Literal["sqlite", "opensearch"] = Field(
+        "sqlite", description="sqlite: one embedded file; opensearch: a cluster (see OPENSEARCH__)."
+    )
+
     embedding_model: str = Field(
         "all-MiniLM-L6-v2",
         description="sentence-transformers model name or local path; the default resolves to the "
@@ -54,6 +58,13 @@ class SearchSettings(BaseModel):
         return self
 
 
+class OpenSearchSettings(BaseModel):
+    """The OpenSearch index backend (``LOREBOT_SEARCH__BACKEND=opensearch``)."""
+
+    url: str = Field("http://localhost:9200", description="Cluster URL.")
+    index_prefix: str = Field("lorebot", description="Physical indexes and the read alias start so.")
+
+
 class LLMSettings(BaseModel):
     """An OpenAI-compatible chat model. Unset ``model`` (and no key) means extractive answers."""
 
@@ -83,6 +94,21 @@ class AnswerSettings(BaseModel):
     max_sources: int = Field(5, ge=1, description="Sources listed under an answer.")
 
 
+class SlackSettings(BaseModel):
+    """The Slack app. No bot token means no Slack: `make run` falls back to the terminal demo."""
+
+    bot_token: SecretStr | None = Field(None, description="xoxb-… bot token.")
+    signing_secret: SecretStr | None = Field(None, description="Verifies HTTP requests.")
+    app_token: SecretStr | None = Field(None, description="xapp-… token for Socket Mode.")
+    api_url: str | None = Field(None, description="Web API base URL (tests, proxies).")
+
+
+class RedisSettings(BaseModel):
+    """Shared state. No URL: an embedded Valkey server under the data dir."""
+
+    url: SecretStr | None = Field(None, description="redis://… ; defaults to REDIS_URL.")
+
+
 class Settings(BaseSettings):
     """The one settings object; `bot.wiring` builds every service from it."""
 
@@ -98,6 +124,9 @@ class Settings(BaseSettings):
     search: SearchSettings = SearchSettings()
     llm: LLMSettings = LLMSettings()
     answer: AnswerSettings = AnswerSettings()
+    opensearch: OpenSearchSettings = OpenSearchSettings()
+    slack: SlackSettings = SlackSettings()
+    redis: RedisSettings = RedisSettings()
 
     @property
     def index_path(self) -> Path:
