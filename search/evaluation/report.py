@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -79,8 +80,13 @@ def print_report(
     anchors: Mapping[str, float] | None = None,
     console: Console | None = None,
 ) -> None:
-    """Print ``render_table`` to ``console`` (default: standard output)."""
-    (console or Console()).print(render_table(result, anchors))
+    """Print ``render_table`` to ``console`` (default: standard output).
+
+    Piped to a file or CI log there is no terminal width to respect, so the table is never cut.
+    """
+    if console is None:
+        console = Console() if sys.stdout.isatty() else Console(width=120)
+    console.print(render_table(result, anchors))
 
 
 def write_json(result: EvalResult, path: str | os.PathLike[str]) -> Path:
