@@ -29,7 +29,6 @@ import json
 import logging
 import sqlite3
 import time
-import unicodedata
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -41,6 +40,13 @@ import numpy as np
 
 from search.errors import IndexStoreError
 from search.models import Chunk, Document, Hit, SourceStats, StoredDocument
+from search.index.fts_query import (  # noqa: F401 - query helpers re-exported for other backends
+    MAX_QUERY_TERMS,
+    STOP_WORDS,
+    fts_query,
+    query_words,
+)
+from search.index.vectors import Delta, Vectors
 from search.text import segment_cjk
 
 logger = logging.getLogger(__name__)
@@ -49,157 +55,11 @@ SCHEMA_VERSION = 1
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _T = TypeVar("_T")
 
-# --------------------------------------------------------------------------------------------
-# Query parsing: free text -> a MATCH expression FTS5 always accepts.
-# --------------------------------------------------------------------------------------------
-
-# English function words carry no topic; a query made only of them keeps them (see below).
-# Question words are here because people ask the bot questions ("how do I rotate the key?").
-STOP_WORDS = frozenset(
-    """
-    a an and are as at be been but by can could did do does for from had has have how i if in
-    into is it its me my no not of on or our should so such than that the their them then there
-    these they this to us was we were what when where which who whom why will with would you your
-    """.split()
-)
-
-# A pasted paragraph should not become a 500-way OR: the first distinct terms carry the question.
-MAX_QUERY_TERMS = 64
-
-
-def _is_word_char(ch: str) -> bool:
-    # Letters, digits, marks and private-use characters: what FTS5's unicode61 treats as token
-    # characters (marks stay attached so scripts like Devanagari keep whole words).
-    category = unicodedata.category(ch)
-    return category[0] in "LNM" or category == "Co"
-
-
-def query_words(text: str) -> list[str]:
-    """The words of a free-text query, CJK runs already split into bigrams."""
-    words: list[str] = []
-    current: list[str] = []
-    for ch in segment_cjk(text):
-        if _is_word_char(ch):
-            current.append(ch)
-        elif current:
-            words.append("".join(current))
-            current = []
-    if current:
-        words.append("".join(current))
-    # A run of combining marks alone is no word.
-    return [w for w in words if any(unicodedata.category(c)[0] in "LN" for c in w)]
-
-
-def fts_query(text: str) -> str | None:
-    """A safe FTS5 MATCH expression for ``text``: its distinct words, each quoted, OR-ed.
-
-    Quoting every word neutralises FTS5 syntax (``AND``/``OR``/``NOT``/``NEAR``, ``*``, ``^``,
-    ``:``, parentheses) and punctuation never reaches FTS5 at all, so no input can raise a syntax
-    error. Stop words are dropped unless the query has nothing else. ``None`` means nothing is
-    left to search for.
-    """
-    words = query_words(text)
-    if not words:
-        return None
-    content = [w for w in words if w.lower() not in STOP_WORDS] or words
-    # Words stay as typed (FTS5 folds case itself; str.casefold would turn "ß" into "ss", which
-    # FTS5 does not); repeats count once.
-    distinct: dict[str, str] = {}
-    for word in content:
-        distinct.setdefault(word.lower(), word)
-    terms = list(distinct.values())[:MAX_QUERY_TERMS]
-    # Words hold no double quotes (punctuation was dropped), but escape anyway: it costs nothing.
-    return " OR ".join('"' + w.replace('"', '""') + '"' for w in terms)
-
-
-# --------------------------------------------------------------------------------------------
-# The in-memory vector matrix.
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Vectors:
-    """Every chunk vector as one matrix, tagged with the index version it reflects."""
-
-    version: int
-    dim: int | None
-    rowids: np.ndarray  # int64, one per row of matrix
-    matrix: np.ndarray  # float32, (n, dim)
-    source_codes: np.ndarray  # int32: index into `sources`
-    sources: dict[str, int] = field(default_factory=dict)
-
-    @classmethod
-    def empty(cls, version: int, dim: int | None) -> _Vectors:
-        return cls(
-            version=version,
-            dim=dim,
-            rowids=np.empty(0, dtype=np.int64),
-            matrix=np.empty((0, dim or 0), dtype=np.float32),
-            source_codes=np.empty(0, dtype=np.int32),
-        )
-
-    def code(self, source: str) -> int:
-        return self.sources.setdefault(source, len(self.sources))
-
-    def apply(self, delta: _Delta, version: int, dim: int | None) -> None:
-        """Bring the matrix from ``self.version`` to ``version`` without rereading the file."""
-        if delta.removed:
-            keep = ~np.isin(self.rowids, np.fromiter(delta.removed, dtype=np.int64))
-            self.rowids, self.matrix = self.rowids[keep], self.matrix[keep]
-            self.source_codes = self.source_codes[keep]
-        if delta.added:
-            if self.dim is None:
-                self.dim = dim
-                self.matrix = self.matrix.reshape(0, dim)
-            rowids = np.fromiter(delta.added, dtype=np.int64, count=len(delta.added))
-            codes = np.array([self.code(s) for s, _ in delta.added.values()], dtype=np.int32)
-            rows = np.stack([v for _, v in delta.added.values()])
-            self.rowids = np.concatenate([self.rowids, rowids])
-            self.matrix = np.concatenate([self.matrix, rows])
-            self.source_codes = np.concatenate([self.source_codes, codes])
-        self.version = version
-
-    def nearest(
-        self, query: np.ndarray, k: int, sources: Sequence[str] | None
-    ) -> list[tuple[int, float]]:
-        """(rowid, inner product) of the ``k`` best rows, best first, filter applied first."""
-        # einsum, not `matrix @ query`: BLAS runs this memory-bound product on all cores and,
-        # when they are busy (the embedding model, other requests), waits for them: 16 ms
-        # instead of 1 ms for 15k x 384 on two loaded cores. einsum's single loop stays ~1 ms.
-        scores = np.einsum("ij,j->i", self.matrix, query)
-        # Scoring every row and then dropping other sources beats copying the rows of the
-        # wanted sources out of the matrix first.
-        positions = np.arange(scores.size)
-        if sources is not None:
-            codes = [self.sources[s] for s in sources if s in self.sources]
-            positions = np.flatnonzero(np.isin(self.source_codes, codes))
-            scores = scores[positions]
-        if scores.size > k:
-            top = np.argpartition(-scores, k - 1)[:k]
-        else:
-            top = np.arange(scores.size)
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [(int(self.rowids[positions[t]]), float(scores[t])) for t in top]
-
-
-@dataclass
-class _Delta:
-    """What one transaction changed in the vector matrix, applied after its commit."""
-
-    removed: set[int] = field(default_factory=set)
-    added: dict[int, tuple[str, np.ndarray]] = field(default_factory=dict)  # rowid -> source, vec
-
-    def remove(self, rowids: Sequence[int]) -> None:
-        for rowid in rowids:
-            self.removed.add(rowid)
-            self.added.pop(rowid, None)  # written and deleted again in the same transaction
-
-
 @dataclass
 class _Transaction:
     base_version: int
     dim: int | None
-    delta: _Delta = field(default_factory=_Delta)
+    delta: Delta = field(default_factory=Delta)
 
 
 class _Locked(Exception):
@@ -345,7 +205,7 @@ class SqliteIndex:
         self._executor: ThreadPoolExecutor | None = None
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
-        self._vectors: _Vectors | None = None  # touched only on the worker thread
+        self._vectors: Vectors | None = None  # touched only on the worker thread
         self._open_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
         self._closed = False
@@ -636,7 +496,7 @@ class SqliteIndex:
             self._writer.execute("ROLLBACK")
 
     def _atomically(
-        self, tx: _Transaction, write: Callable[[sqlite3.Connection, _Delta], None]
+        self, tx: _Transaction, write: Callable[[sqlite3.Connection, Delta], None]
     ) -> None:
         """Run one writer call under a savepoint: if it fails, none of it stays.
 
@@ -646,7 +506,7 @@ class SqliteIndex:
         """
         conn = self._writer
         conn.execute("SAVEPOINT writer_call")
-        scratch = _Delta()
+        scratch = Delta()
         try:
             write(conn, scratch)
         except BaseException:
@@ -665,7 +525,7 @@ class SqliteIndex:
         if dim is not None and tx.dim is not None and dim != tx.dim:
             raise self._dimension_error(dim, tx.dim)
 
-        def write(conn: sqlite3.Connection, delta: _Delta) -> None:
+        def write(conn: sqlite3.Connection, delta: Delta) -> None:
             if dim is not None and tx.dim is None:
                 conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('dim', ?)", (dim,))
             delta.remove(self._delete_chunks(conn, document.doc_id))
@@ -678,7 +538,7 @@ class SqliteIndex:
     def _write_document(
         self,
         conn: sqlite3.Connection,
-        delta: _Delta,
+        delta: Delta,
         document: Document,
         chunks: list[Chunk],
         vectors: np.ndarray,
@@ -730,7 +590,7 @@ class SqliteIndex:
         )
 
     def _delete_sync(self, tx: _Transaction, doc_id: str) -> None:
-        def write(conn: sqlite3.Connection, delta: _Delta) -> None:
+        def write(conn: sqlite3.Connection, delta: Delta) -> None:
             delta.remove(self._delete_chunks(conn, doc_id))
             conn.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
 
@@ -754,7 +614,7 @@ class SqliteIndex:
 
     # -- reads (reader connection: always the last committed state)
 
-    def _fresh_vectors(self) -> _Vectors:
+    def _fresh_vectors(self) -> Vectors:
         """The vector matrix of the committed state; reloaded when another connection commits.
 
         Call inside a read transaction, so the version read here matches the rows read next.
@@ -765,7 +625,7 @@ class SqliteIndex:
         vectors = self._vectors
         if vectors is not None and vectors.version == version:
             return vectors
-        vectors = _Vectors.empty(version, dim)
+        vectors = Vectors.empty(version, dim)
         rowids, codes, blobs = [], [], []
         for rowid, source, blob in self._reader.execute(
             "SELECT c.rowid, d.source, c.vector FROM chunks c "

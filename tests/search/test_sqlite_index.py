@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from search.errors import IndexStoreError
-from search.index.sqlite import MAX_QUERY_TERMS, SqliteIndex, fts_query, query_words
+from search.index.fts_query import MAX_QUERY_TERMS, fts_query, query_words
+from search.index.sqlite import SqliteIndex
 from search.models import Chunk
 from tests.search.index_contract import (
     DIM,
