@@ -75,9 +75,11 @@ class SentenceTransformerEmbedder:
 
     @property
     def tokenizer(self):
-        """The model's tokenizer, without loading the model itself (chunking needs only this)."""
-        if self._model is not None:
-            return self._model.tokenizer
+        """A tokenizer of this model for chunking and counting, loaded without the model.
+
+        Never the model's own instance: encoding sets padding and truncation on its tokenizer,
+        and chunking on another thread at the same time would corrupt those settings.
+        """
         if self._tokenizer is None:
             with self._lock:
                 if self._tokenizer is None:
