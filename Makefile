@@ -5,8 +5,10 @@ BIN = $(VENV)/bin
 
 .PHONY: run test install bench clean
 
+# The Slack bot when .env has Slack credentials (Socket Mode with an app token, HTTP with a
+# signing secret), else the terminal demo.
 run: install
-	$(BIN)/lorebot demo
+	$(BIN)/lorebot run
 
 test: install
 	$(BIN)/python -m pytest -q

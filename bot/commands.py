@@ -111,6 +111,8 @@ def answer_json(answer) -> dict:
             {"n": c.n, "title": c.title, "path": c.path, "url": c.url} for c in answer.citations
         ],
         "mode": answer.mode,
+        # Why an answer is extractive or uncited (e.g. the LLM was down); None when all went well.
+        "notice": answer.notice,
     }
 
 

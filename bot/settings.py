@@ -42,6 +42,14 @@ class SearchSettings(BaseModel):
     headings_weight: float = Field(1.5, ge=0, description="BM25 weight of the heading path.")
     text_weight: float = Field(1.0, ge=0, description="BM25 weight of the chunk text.")
     rerank_depth: int = Field(30, ge=1, description="How many fused hits the reranker rescores.")
+    rerank_batch_size: int = Field(
+        4, ge=1, description="Pairs per reranker forward pass. Each batch is padded to its longest "
+        "pair, so small batches are fastest on a CPU; raise it on a GPU."
+    )
+    rerank_max_tokens: int | None = Field(
+        None, ge=16, description="Cap on the tokens of one query-passage pair the reranker reads "
+        "(longer passages are cut). Unset: the model's own limit."
+    )
     default_mode: SearchMode | None = Field(
         None, description="Unset: `rerank` when a reranker is configured, else `hybrid`."
     )
@@ -63,6 +71,22 @@ class OpenSearchSettings(BaseModel):
 
     url: str = Field("http://localhost:9200", description="Cluster URL.")
     index_prefix: str = Field("lorebot", description="Physical indexes and the read alias start so.")
+    username: str | None = Field(None, description="Basic auth user; unset: no authentication.")
+    password: SecretStr | None = Field(None, description="Basic auth password.")
+    verify_certs: bool = Field(True, description="Check the cluster's TLS certificate (https).")
+    ca_certs: Path | None = Field(None, description="CA bundle that signed the cluster's cert.")
+    timeout_s: float = Field(30.0, gt=0, description="Seconds per request.")
+    shards: int = Field(1, ge=1, description="Primary shards of each new physical index.")
+    replicas: int = Field(1, ge=0, description="Replicas per shard; 0 on a single-node cluster.")
+    hnsw_m: int = Field(16, ge=2, le=100, description="HNSW graph links per vector (faiss).")
+    hnsw_ef_construction: int = Field(128, ge=2, description="HNSW candidate list while building.")
+    hnsw_ef_search: int = Field(100, ge=2, description="HNSW candidate list while searching.")
+    bulk_chunk_size: int = Field(500, ge=1, description="Records per bulk request.")
+    bulk_max_retries: int = Field(5, ge=0, description="Retries of records rejected with 429.")
+    server_hybrid: Literal["off", "rrf", "min_max"] = Field(
+        "off", description="Fuse BM25 and k-NN on the cluster (search pipeline) instead of the "
+        "client-side RRF both backends share; rrf needs OpenSearch 2.19+, min_max 2.10+."
+    )
 
 
 class LLMSettings(BaseModel):
@@ -101,12 +125,38 @@ class SlackSettings(BaseModel):
     signing_secret: SecretStr | None = Field(None, description="Verifies HTTP requests.")
     app_token: SecretStr | None = Field(None, description="xapp-… token for Socket Mode.")
     api_url: str | None = Field(None, description="Web API base URL (tests, proxies).")
+    http_host: str = Field("0.0.0.0", description="`lorebot serve` listens here (--host).")
+    http_port: int = Field(3000, ge=0, le=65535, description="`lorebot serve` port (--port).")
+    thread_followups: bool = Field(
+        True, description="Answer new messages in a thread the bot answered, without a mention."
+    )
+    streaming: Literal["native", "update"] = Field(
+        "native", description="native: chat.startStream/appendStream/stopStream (falls back to "
+        "update when Slack refuses); update: post, then chat.update."
+    )
+    update_interval_s: float = Field(
+        1.0, ge=0.2, description="At most one streaming update per this many seconds."
+    )
+    progress_reaction: str = Field("mag", description="Reaction shown while searching.")
+    rate_limit: int = Field(10, ge=0, description="Questions per user per window; 0: no limit.")
+    rate_limit_window_s: int = Field(60, ge=1, description="The rate limit window in seconds.")
+    wrong_source_button: bool = Field(True, description="Offer a 'Wrong source' feedback button.")
 
 
 class RedisSettings(BaseModel):
     """Shared state. No URL: an embedded Valkey server under the data dir."""
 
     url: SecretStr | None = Field(None, description="redis://… ; defaults to REDIS_URL.")
+    key_prefix: str = Field("lorebot:", description="Every key lorebot writes starts so.")
+    timeout_s: float = Field(1.0, gt=0, description="Socket timeout; slower means 'down'.")
+    conversation_turns: int = Field(10, ge=1, description="Turns kept per conversation.")
+    conversation_ttl_s: int = Field(
+        7 * 24 * 3600, ge=60, description="A conversation is forgotten this long after its last turn."
+    )
+    dedupe_ttl_s: int = Field(3600, ge=60, description="How long a seen Slack event is remembered.")
+    answer_ttl_s: int = Field(
+        30 * 24 * 3600, ge=60, description="How long an answer is kept for joining its feedback."
+    )
 
 
 class Settings(BaseSettings):

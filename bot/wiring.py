@@ -33,6 +33,14 @@ class Services:
             )
         return self._pipeline
 
+    async def warm_up(self) -> None:
+        """Load the models now, at start-up, so the first question does not pay for it."""
+        from search.models_runtime import run_model
+
+        await run_model(self.embedder.warm_up)
+        if self.reranker is not None:
+            await run_model(self.reranker.warm_up)
+
     def count_tokens(self, text: str) -> int:
         """Tokens as the embedding model counts them: a close, offline stand-in for the LLM's."""
         return len(self.embedder.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -48,6 +56,9 @@ class Services:
 
 
 def open_index(settings: Settings, path: Path | None = None):
+    """The index backend the settings choose; an explicit ``path`` always means a SQLite file."""
+    if settings.search.backend == "opensearch" and path is None:
+        return open_opensearch_index(settings)
     from search.index.sqlite import SqliteIndex
 
     s = settings.search
@@ -56,6 +67,40 @@ def open_index(settings: Settings, path: Path | None = None):
         title_weight=s.title_weight,
         headings_weight=s.headings_weight,
         text_weight=s.text_weight,
+    )
+
+
+def open_opensearch_index(settings: Settings):
+    """The OpenSearch backend from ``settings.opensearch`` (the client connects lazily)."""
+    from search.index.opensearch import OpenSearchIndex
+    from search.index.opensearch_mapping import IndexLayout
+
+    o, s = settings.opensearch, settings.search
+    try:
+        layout = IndexLayout(
+            prefix=o.index_prefix, shards=o.shards, replicas=o.replicas, hnsw_m=o.hnsw_m,
+            hnsw_ef_construction=o.hnsw_ef_construction, hnsw_ef_search=o.hnsw_ef_search,
+        )
+    except ValueError as exc:  # a bad prefix: say which setting
+        from search.errors import IndexStoreError
+
+        raise IndexStoreError(f"LOREBOT_OPENSEARCH__INDEX_PREFIX: {exc}") from exc
+    return OpenSearchIndex(
+        o.url,
+        layout=layout,
+        username=o.username,
+        password=o.password.get_secret_value() if o.password else None,
+        verify_certs=o.verify_certs,
+        ca_certs=str(o.ca_certs) if o.ca_certs else None,
+        timeout_s=o.timeout_s,
+        title_weight=s.title_weight,
+        headings_weight=s.headings_weight,
+        text_weight=s.text_weight,
+        bulk_chunk_size=o.bulk_chunk_size,
+        bulk_max_retries=o.bulk_max_retries,
+        server_hybrid=None if o.server_hybrid == "off" else o.server_hybrid,
+        rrf_k=s.rrf_k,
+        fusion_weights=(s.bm25_weight, s.dense_weight),
     )
 
 
@@ -77,7 +122,10 @@ def build_services(
     if s.reranker_model:
         from search.rerank import CrossEncoderReranker
 
-        reranker = CrossEncoderReranker(s.reranker_model, device=s.device)
+        reranker = CrossEncoderReranker(
+            s.reranker_model, device=s.device, batch_size=s.rerank_batch_size,
+            max_length=s.rerank_max_tokens,
+        )
     retriever = Retriever(
         index,
         embedder,

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
 
 from search.embedding import Embedder
 from search.errors import SearchError
@@ -17,6 +19,21 @@ from search.models import Hit
 from search.rerank import Reranker
 
 Mode = Literal["bm25", "dense", "hybrid", "rerank"]
+
+
+@runtime_checkable
+class HybridCandidates(Protocol):
+    """An index that answers BM25 and k-NN for one query in one call (optional).
+
+    ``hybrid_candidates`` returns ``(bm25_hits, knn_hits)``, each exactly what ``bm25()`` and
+    ``knn()`` would return: the retriever still fuses them itself.
+    """
+
+    async def hybrid_candidates(
+        self, query: str, vector: np.ndarray, k: int, sources: Sequence[str] | None = None
+    ) -> tuple[list[Hit], list[Hit]]: ...
+
+
 MODES: tuple[Mode, ...] = ("bm25", "dense", "hybrid", "rerank")
 
 
@@ -75,13 +92,32 @@ class Retriever:
             return (await self.index.knn(vector, max(k, 1), sources))[:k]
 
         depth = max(self.candidates, k)
-        # Embedding runs on the model thread while the index answers BM25 on its own thread.
-        vector, lexical = await asyncio.gather(
-            self.embedder.embed_query(query), self.index.bm25(query, depth, sources)
-        )
-        semantic = await self.index.knn(vector, depth, sources)
-        fused = reciprocal_rank_fusion([lexical, semantic], k=self.rrf_k, weights=self.weights)
+        if getattr(self.index, "server_hybrid", None):
+            # Opt-in (OpenSearch search pipeline): the cluster fuses, so this ranking is not
+            # the shared client-side RRF, and its hits carry no cosine similarity.
+            vector = await self.embedder.embed_query(query)
+            fused = await self.index.server_hybrid_search(query, vector, depth, sources)
+        else:
+            lexical, semantic = await self._candidates(query, depth, sources)
+            fused = reciprocal_rank_fusion(
+                [lexical, semantic], k=self.rrf_k, weights=self.weights
+            )
         if mode == "hybrid":
             return fused[:k]
         head = fused[: max(self.rerank_depth, k)]
         return (await self.reranker.rerank(query, head))[:k]
+
+    async def _candidates(
+        self, query: str, depth: int, sources: Sequence[str] | None
+    ) -> tuple[list[Hit], list[Hit]]:
+        """BM25 and k-NN candidate lists; fusion is the caller's, so every backend ranks alike."""
+        if isinstance(self.index, HybridCandidates):
+            # One round trip for both searches (OpenSearch `_msearch`); the query must be
+            # embedded first, as the k-NN half needs the vector.
+            vector = await self.embedder.embed_query(query)
+            return await self.index.hybrid_candidates(query, vector, depth, sources)
+        # Embedding runs on the model thread while the index answers BM25 on its own thread.
+        vector, lexical = await asyncio.gather(
+            self.embedder.embed_query(query), self.index.bm25(query, depth, sources)
+        )
+        return lexical, await self.index.knn(vector, depth, sources)

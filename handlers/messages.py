@@ -1,0 +1,84 @@
+"""Questions asked in messages: an @mention in a channel, a DM, a follow-up in a thread the
+bot answered.
+
+For one @mention Slack sends both a ``message`` and an ``app_mention`` event, and it retries
+events it thinks were not acknowledged; both listeners claim the message in Redis first, so only
+one of them answers, once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_sdk.web.async_client import AsyncWebClient
+
+from handlers.parse import (
+    Place,
+    conversation_key,
+    dedupe_keys,
+    is_person_message,
+    mentions,
+    mentions_someone_else,
+    question_text,
+)
+from handlers.reply import answer_question
+
+if TYPE_CHECKING:
+    from bot.slack_app import SlackBot
+
+logger = logging.getLogger(__name__)
+
+
+def register(app: AsyncApp, bot: SlackBot) -> None:
+    """Listen to ``app_mention`` and ``message`` events."""
+
+    @app.event("app_mention")
+    async def on_app_mention(event: dict, body: dict, client: AsyncWebClient,
+                             context: AsyncBoltContext) -> None:
+        await handle_message(bot, client, event, body, context.bot_user_id, mentioned=True)
+
+    @app.event("message")
+    async def on_message(event: dict, body: dict, client: AsyncWebClient,
+                         context: AsyncBoltContext) -> None:
+        await handle_message(bot, client, event, body, context.bot_user_id, mentioned=False)
+
+
+async def handle_message(
+    bot: SlackBot, client: AsyncWebClient, event: dict[str, Any], body: dict[str, Any],
+    bot_user_id: str | None, *, mentioned: bool,
+) -> None:
+    """Answer ``event`` if it is a question for the bot and nobody answered it yet."""
+    if not is_person_message(event):
+        return
+    text = event.get("text") or ""
+    channel = event["channel"]
+    thread_ts = event.get("thread_ts")
+    team = body.get("team_id") or event.get("team")
+    is_dm = event.get("channel_type") == "im"
+    if not (mentioned or mentions(text, bot_user_id) or is_dm
+            or await _is_followup(bot, text, bot_user_id, team, channel, thread_ts)):
+        return
+    if not await bot.dedupe.claim(*dedupe_keys(event, body.get("event_id"))):
+        logger.info("Skipping a duplicate of message %s in %s", event.get("ts"), channel)
+        return
+    # In a DM the answer goes below the question, not into a new thread; elsewhere, in a thread.
+    reply_ts = thread_ts if is_dm else (thread_ts or event["ts"])
+    place = Place(
+        channel=channel, thread_ts=reply_ts, question_ts=event["ts"], user=event["user"],
+        team=team, conversation=conversation_key(team, channel, reply_ts),
+    )
+    bot.spawn(answer_question(bot, client, place, question_text(text, bot_user_id)),
+              name=f"answer {channel}/{event['ts']}")
+
+
+async def _is_followup(bot: SlackBot, text: str, bot_user_id: str | None, team: str | None,
+                       channel: str, thread_ts: str | None) -> bool:
+    """A message in a thread the bot answered, not addressed to someone else."""
+    if not thread_ts or not bot.settings.slack.thread_followups:
+        return False
+    if mentions_someone_else(text, bot_user_id):
+        return False
+    return await bot.threads.contains(conversation_key(team, channel, thread_ts))

@@ -1,0 +1,417 @@
+"""Request bodies the OpenSearch backend sends, and hits parsed back: pure functions, no I/O.
+
+Every body built here is checked against OpenSearch's own API specification by the tests, with
+unknown keys forbidden, so a misspelt key fails in CI rather than on a cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from search.index.opensearch_mapping import (
+    DOCUMENT_FIELDS,
+    HIT_FIELDS,
+    KIND_CHUNK,
+    KIND_DOCUMENT,
+    VECTOR_FIELD,
+    similarity_from_score,
+)
+from search.index.fts_query import MAX_QUERY_TERMS, STOP_WORDS
+from search.models import Chunk, Document, Hit, StoredDocument
+from search.text import CJK_RUN
+
+# OpenSearch refuses document ids longer than 512 bytes.
+_MAX_ID_BYTES = 512
+
+
+# --------------------------------------------------------------------------------------------
+# Query text.
+# --------------------------------------------------------------------------------------------
+
+
+def _is_word_char(ch: str) -> bool:
+    category = unicodedata.category(ch)
+    return category[0] in "LNM" or category == "Co"
+
+
+def query_terms(text: str) -> list[str]:
+    """The distinct content words of a free-text query, as the embedded backend picks them.
+
+    Words are runs of letters, digits and marks; CJK runs stay whole (the ``cjk`` sub-fields'
+    analyzer turns them into bigrams server-side). Stop words are dropped unless nothing else is
+    left, repeats count once and at most ``MAX_QUERY_TERMS`` words are kept: the same rules as
+    ``search.index.fts_query.fts_query``, so both backends search for the same words.
+    """
+    words: list[str] = []
+    current: list[str] = []
+    for ch in text:
+        if _is_word_char(ch):
+            current.append(ch)
+        elif current:
+            words.append("".join(current))
+            current = []
+    if current:
+        words.append("".join(current))
+    words = [w for w in words if any(unicodedata.category(c)[0] in "LN" for c in w)]
+    content = [w for w in words if w.lower() not in STOP_WORDS] or words
+    distinct: dict[str, str] = {}
+    for word in content:
+        distinct.setdefault(word.lower(), word)
+    return list(distinct.values())[:MAX_QUERY_TERMS]
+
+
+@dataclass(frozen=True)
+class QueryText:
+    """A query split by script: words for the stemmed fields, CJK runs for the bigram fields."""
+
+    words: str
+    cjk: str
+
+
+def query_text(text: str) -> QueryText | None:
+    """The text ``multi_match`` gets for a free-text query; None when nothing is left to search.
+
+    Words go to the stemmed fields and CJK runs only to the ``cjk`` sub-fields, so each field
+    sees the text it was analysed for (a CJK run on a standard-tokenized field would match
+    single ideographs). ``multi_match`` has no query syntax, so nothing a user types can be a
+    syntax error; the words are still cleaned so punctuation-only input searches nothing, as in
+    the embedded backend.
+    """
+    words: list[str] = []
+    cjk: list[str] = []
+    for term in query_terms(text):
+        cjk += CJK_RUN.findall(term)
+        words += CJK_RUN.sub(" ", term).split()
+    if not words and not cjk:
+        return None
+    return QueryText(" ".join(words), " ".join(cjk))
+
+
+# --------------------------------------------------------------------------------------------
+# Search bodies.
+# --------------------------------------------------------------------------------------------
+
+
+def _chunk_filter(sources: Sequence[str] | None) -> list[dict[str, Any]]:
+    clauses: list[dict[str, Any]] = [{"term": {"kind": KIND_CHUNK}}]
+    if sources is not None:
+        clauses.append({"terms": {"source": list(sources)}})
+    return clauses
+
+
+def bm25_body(
+    text: QueryText,
+    k: int,
+    sources: Sequence[str] | None,
+    *,
+    weights: tuple[float, float, float] = (2.0, 1.5, 1.0),
+) -> dict[str, Any]:
+    """A BM25 search: ``multi_match`` over title, headings and text and their CJK sub-fields.
+
+    ``most_fields`` adds the scores of every field that matches, as FTS5 adds weighted column
+    frequencies; the source filter sits in ``bool.filter`` so it never moves a score and is
+    applied before the top ``k`` are taken. Ties break on ``chunk_id`` so results are stable.
+    """
+    title, headings, body = weights
+    should = []
+    for query, suffix in ((text.words, ""), (text.cjk, ".cjk")):
+        fields = [
+            f"{name}{suffix}^{weight:g}"
+            for name, weight in (("title", title), ("headings", headings), ("text", body))
+            if weight > 0
+        ]
+        if query and fields:
+            should.append(
+                {
+                    "multi_match": {
+                        "query": query,
+                        "type": "most_fields",
+                        "operator": "or",
+                        "fields": fields,
+                    }
+                }
+            )
+    return {
+        "size": k,
+        "_source": {"includes": HIT_FIELDS},
+        "track_total_hits": False,
+        "track_scores": True,
+        "query": {
+            "bool": {
+                "should": should,
+                "minimum_should_match": 1,
+                "filter": _chunk_filter(sources),
+            }
+        },
+        "sort": ["_score", {"chunk_id": {"order": "asc"}}],
+    }
+
+
+def knn_body(vector: np.ndarray, k: int, sources: Sequence[str] | None) -> dict[str, Any]:
+    """An approximate k-NN search on the HNSW graph.
+
+    A source filter goes inside the ``knn`` clause: faiss then applies it while it walks the
+    graph (efficient filtering, OpenSearch 2.9+), so ``k`` hits come back even when the source
+    is a small part of the index. A post-filter would drop hits after the top ``k`` were cut.
+    Without a filter none is sent: only chunk records have vectors.
+    """
+    clause: dict[str, Any] = {"vector": [float(x) for x in vector], "k": k}
+    if sources is not None:
+        clause["filter"] = {"bool": {"filter": _chunk_filter(sources)}}
+    return {
+        "size": k,
+        "_source": {"includes": HIT_FIELDS},
+        "track_total_hits": False,
+        "query": {"knn": {VECTOR_FIELD: clause}},
+    }
+
+
+def hybrid_body(
+    text: QueryText,
+    vector: np.ndarray,
+    k: int,
+    sources: Sequence[str] | None,
+    *,
+    weights: tuple[float, float, float] = (2.0, 1.5, 1.0),
+) -> dict[str, Any]:
+    """OpenSearch's server-side ``hybrid`` query: the BM25 and k-NN queries above as its two
+    sub-queries, combined by the search pipeline named in the request (see ``pipeline_body``)."""
+    return {
+        "size": k,
+        "_source": {"includes": HIT_FIELDS},
+        "query": {
+            "hybrid": {
+                "queries": [
+                    bm25_body(text, k, sources, weights=weights)["query"],
+                    knn_body(vector, k, sources)["query"],
+                ]
+            }
+        },
+    }
+
+
+def pipeline_body(technique: str, *, rrf_k: int = 60,
+                  weights: tuple[float, float] = (1.0, 1.0)) -> dict[str, Any]:
+    """A search pipeline combining a hybrid query's two result lists on the server.
+
+    ``rrf``: reciprocal rank fusion (OpenSearch 2.19+; per-list weights are not set: the API
+    specification does not describe them). ``min_max``: scores normalised to 0..1 per list, then
+    a weighted arithmetic mean (2.10+).
+    """
+    if technique == "rrf":
+        processor: dict[str, Any] = {
+            "score-ranker-processor": {"combination": {"technique": "rrf", "rank_constant": rrf_k}}
+        }
+    elif technique == "min_max":
+        total = sum(weights) or 1.0
+        processor = {
+            "normalization-processor": {
+                "normalization": {"technique": "min_max"},
+                "combination": {
+                    "technique": "arithmetic_mean",
+                    "parameters": {"weights": [w / total for w in weights]},
+                },
+            }
+        }
+    else:
+        raise ValueError(f"unknown hybrid technique {technique!r}; use rrf or min_max")
+    return {
+        "description": f"lorebot: BM25 and k-NN fused on the server ({technique})",
+        "phase_results_processors": [processor],
+    }
+
+
+def msearch_lines(index: str, *bodies: dict[str, Any]) -> list[dict[str, Any]]:
+    """``_msearch`` lines: a header naming the index, then the body, for each search."""
+    lines: list[dict[str, Any]] = []
+    for body in bodies:
+        lines += [{"index": index}, body]
+    return lines
+
+
+def documents_body(
+    source: str | None, page_size: int, after: str | None
+) -> dict[str, Any]:
+    """One page of document records, in ``doc_id`` order (``search_after`` paging).
+
+    Sorted on the ``doc_id`` keyword, not ``_id``: sorting on ``_id`` needs field data that
+    OpenSearch disables by default.
+    """
+    filters: list[dict[str, Any]] = [{"term": {"kind": KIND_DOCUMENT}}]
+    if source is not None:
+        filters.append({"term": {"source": source}})
+    body: dict[str, Any] = {
+        "size": page_size,
+        "_source": {"includes": DOCUMENT_FIELDS},
+        "track_total_hits": False,
+        "query": {"bool": {"filter": filters}},
+        "sort": [{"doc_id": {"order": "asc"}}],
+    }
+    if after is not None:
+        body["search_after"] = [after]
+    return body
+
+
+def source_stats_body(max_sources: int = 10_000) -> dict[str, Any]:
+    """Per source: documents (bucket size), chunks (sum over document records), last indexed."""
+    return {
+        "size": 0,
+        "track_total_hits": False,
+        "query": {"term": {"kind": KIND_DOCUMENT}},
+        "aggs": {
+            "sources": {
+                "terms": {"field": "source", "size": max_sources, "order": {"_key": "asc"}},
+                "aggs": {
+                    "chunks": {"sum": {"field": "chunks"}},
+                    "last_indexed": {"max": {"field": "indexed_at"}},
+                },
+            }
+        },
+    }
+
+
+def stale_records_query(doc_ids: Sequence[str], write_id: str) -> dict[str, Any]:
+    """``_delete_by_query`` body: records of these documents not written by ``write_id``."""
+    return {
+        "query": {
+            "bool": {
+                "filter": [{"terms": {"doc_id": list(doc_ids)}}],
+                "must_not": [{"term": {"write_id": write_id}}],
+            }
+        }
+    }
+
+
+def source_records_query(source: str, write_id: str) -> dict[str, Any]:
+    """``_delete_by_query`` body: every record of ``source`` not written by ``write_id``."""
+    return {
+        "query": {
+            "bool": {
+                "filter": [{"term": {"source": source}}],
+                "must_not": [{"term": {"write_id": write_id}}],
+            }
+        }
+    }
+
+
+def doc_records_query(doc_ids: Sequence[str]) -> dict[str, Any]:
+    """``_delete_by_query`` body: every record of these documents."""
+    return {"query": {"terms": {"doc_id": list(doc_ids)}}}
+
+
+# --------------------------------------------------------------------------------------------
+# Records and bulk actions.
+# --------------------------------------------------------------------------------------------
+
+
+def record_id(kind: str, key: str) -> str:
+    """The ``_id`` of a record: kind and key, hashed when it would pass OpenSearch's limit."""
+    raw = f"{kind[0]}:{key}"
+    if len(raw.encode("utf-8")) <= _MAX_ID_BYTES:
+        return raw
+    return f"{kind[0]}#sha256:{hashlib.sha256(key.encode('utf-8')).hexdigest()}"
+
+
+def chunk_actions(
+    index: str,
+    document: Document,
+    chunks: Sequence[Chunk],
+    vectors: np.ndarray,
+    write_id: str,
+) -> list[dict[str, Any]]:
+    """``async_bulk`` index actions for a document's chunks."""
+    actions = []
+    for chunk, vector in zip(chunks, vectors):
+        actions.append(
+            {
+                "_op_type": "index",
+                "_index": index,
+                "_id": record_id(KIND_CHUNK, chunk.chunk_id),
+                "_source": {
+                    "kind": KIND_CHUNK,
+                    "doc_id": document.doc_id,
+                    "chunk_id": chunk.chunk_id,
+                    "source": document.source,
+                    "write_id": write_id,
+                    "title": chunk.title or document.title,
+                    "headings": list(chunk.headings),
+                    "text": chunk.text,
+                    "ordinal": chunk.ordinal,
+                    "path": document.path,
+                    "url": document.url,
+                    VECTOR_FIELD: vector.tolist(),
+                },
+            }
+        )
+    return actions
+
+
+def document_action(
+    index: str, document: Document, n_chunks: int, write_id: str, indexed_at: float
+) -> dict[str, Any]:
+    """The ``async_bulk`` index action for a document record."""
+    return {
+        "_op_type": "index",
+        "_index": index,
+        "_id": record_id(KIND_DOCUMENT, document.doc_id),
+        "_source": {
+            "kind": KIND_DOCUMENT,
+            "doc_id": document.doc_id,
+            "source": document.source,
+            "write_id": write_id,
+            "title": document.title,
+            "content_hash": document.content_hash,
+            "path": document.path,
+            "url": document.url,
+            "modified": document.modified,
+            "indexed_at": indexed_at,
+            "chunks": n_chunks,
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Responses.
+# --------------------------------------------------------------------------------------------
+
+
+def hits_from_response(response: dict[str, Any], *, knn: bool = False) -> list[Hit]:
+    """Hits of a search response, best first; k-NN scores become cosine similarities."""
+    hits = []
+    for raw in response.get("hits", {}).get("hits", []):
+        src = raw.get("_source", {})
+        score = float(raw.get("_score") or 0.0)
+        similarity = None
+        if knn:
+            score = similarity = similarity_from_score(score)
+        hits.append(
+            Hit(
+                chunk_id=src["chunk_id"],
+                doc_id=src["doc_id"],
+                source=src["source"],
+                title=src.get("title") or "",
+                text=src.get("text") or "",
+                score=score,
+                headings=tuple(src.get("headings") or ()),
+                path=src.get("path"),
+                url=src.get("url"),
+                similarity=similarity,
+            )
+        )
+    return hits
+
+
+def stored_document(src: dict[str, Any]) -> StoredDocument:
+    return StoredDocument(
+        doc_id=src["doc_id"],
+        source=src["source"],
+        content_hash=src["content_hash"],
+        path=src.get("path"),
+        url=src.get("url"),
+    )
