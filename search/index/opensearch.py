@@ -88,7 +88,7 @@ from search.index.opensearch_writers import (
     OpenSearchRebuildWriter,
     Spool,
 )
-from search.index.sqlite import _distinct
+from search.index.checks import distinct_sources
 from search.models import Hit, SourceStats, StoredDocument
 
 logger = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ class OpenSearchIndex(ClusterAccess):
     async def bm25(self, query: str, k: int, sources: Sequence[str] | None = None) -> list[Hit]:
         """The ``k`` best chunks by BM25 (``multi_match`` over weighted fields), best first."""
         text = query_text(query)
-        sources = _distinct(sources)
+        sources = distinct_sources(sources)
         if text is None or k <= 0 or (sources is not None and not sources):
             return []
         body = bm25_body(text, k, sources, weights=self.weights)
@@ -176,7 +176,7 @@ class OpenSearchIndex(ClusterAccess):
         the same value.
         """
         query = _query_vector(vector)
-        sources = _distinct(sources)
+        sources = distinct_sources(sources)
         if k <= 0 or (sources is not None and not sources):
             return []
         body = knn_body(query, k, sources)
@@ -192,7 +192,7 @@ class OpenSearchIndex(ClusterAccess):
         """
         text = query_text(query)
         vec = _query_vector(vector)
-        sources = _distinct(sources)
+        sources = distinct_sources(sources)
         if k <= 0 or (sources is not None and not sources):
             return [], []
         if text is None:
@@ -237,7 +237,7 @@ class OpenSearchIndex(ClusterAccess):
             )
         text = query_text(query)
         vec = _query_vector(vector)
-        sources = _distinct(sources)
+        sources = distinct_sources(sources)
         if k <= 0 or (sources is not None and not sources):
             return []
         if text is None:

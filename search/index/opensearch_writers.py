@@ -17,7 +17,7 @@ import numpy as np
 
 from search.errors import IndexStoreError
 from search.index.opensearch_queries import chunk_actions, doc_records_query, document_action
-from search.index.sqlite import _validated_vectors
+from search.index.checks import validated_vectors
 from search.models import Chunk, Document
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ class OpenSearchIndexWriter:
     ) -> None:
         """Replace everything stored for ``document.doc_id`` with these chunks and vectors."""
         self._check_active()
-        rows = _validated_vectors(document, chunks, vectors)
+        rows = validated_vectors(document, chunks, vectors)
         if chunks:
             dim = rows.shape[1]
             known = self._spool.dim or self._live_dim
@@ -154,7 +154,7 @@ class OpenSearchRebuildWriter:
         ``indexed_at`` keeps a copied document's original indexing time (default: now).
         """
         self._check_active()
-        rows = _validated_vectors(document, chunks, vectors)
+        rows = validated_vectors(document, chunks, vectors)
         if chunks:
             dim = rows.shape[1]
             if self._dim is None:

@@ -40,12 +40,8 @@ import numpy as np
 
 from search.errors import IndexStoreError
 from search.models import Chunk, Document, Hit, SourceStats, StoredDocument
-from search.index.fts_query import (  # noqa: F401 - query helpers re-exported for other backends
-    MAX_QUERY_TERMS,
-    STOP_WORDS,
-    fts_query,
-    query_words,
-)
+from search.index.fts_query import fts_query
+from search.index.checks import distinct_sources, validated_vectors
 from search.index.vectors import Delta, Vectors
 from search.text import segment_cjk
 
@@ -144,7 +140,7 @@ class SqliteIndexWriter:
     async def upsert(self, document: Document, chunks: Sequence[Chunk], vectors: np.ndarray) -> None:
         """Replace everything stored for ``document.doc_id`` with these chunks and vectors."""
         self._check_active()
-        rows = _validated_vectors(document, chunks, vectors)
+        rows = validated_vectors(document, chunks, vectors)
         await self._index._call(self._index._upsert_sync, self._tx, document, list(chunks), rows)
 
     async def delete(self, doc_id: str) -> None:
@@ -155,32 +151,6 @@ class SqliteIndexWriter:
     def _check_active(self) -> None:
         if not self._active:
             raise IndexStoreError("this index writer is used after its transaction ended")
-
-
-def _validated_vectors(
-    document: Document, chunks: Sequence[Chunk], vectors: np.ndarray
-) -> np.ndarray:
-    """Vectors as a C-contiguous float32 (n_chunks, dim) array; caller bugs raise ValueError."""
-    for chunk in chunks:
-        if chunk.doc_id != document.doc_id:
-            raise ValueError(
-                f"chunk {chunk.chunk_id!r} belongs to document {chunk.doc_id!r}, "
-                f"not {document.doc_id!r}"
-            )
-    # A copy: the index keeps these rows after the call, whatever the caller does to its array.
-    rows = np.array(vectors, dtype=np.float32, order="C", copy=True)
-    if not chunks:
-        if rows.size:
-            raise ValueError(f"document {document.doc_id!r}: vectors given but no chunks")
-        return np.empty((0, 0), dtype=np.float32)
-    if rows.ndim != 2 or rows.shape[0] != len(chunks) or rows.shape[1] == 0:
-        raise ValueError(
-            f"document {document.doc_id!r}: expected one vector per chunk, shape "
-            f"({len(chunks)}, dim), got {rows.shape}"
-        )
-    if not np.isfinite(rows).all():
-        raise ValueError(f"document {document.doc_id!r}: vectors contain NaN or infinity")
-    return rows
 
 
 class SqliteIndex:
@@ -276,7 +246,7 @@ class SqliteIndex:
         expression = fts_query(query)
         if expression is None or k <= 0 or (sources is not None and not sources):
             return []
-        return await self._call(self._bm25_sync, expression, k, _distinct(sources))
+        return await self._call(self._bm25_sync, expression, k, distinct_sources(sources))
 
     async def knn(
         self, vector: np.ndarray, k: int, sources: Sequence[str] | None = None
@@ -289,7 +259,7 @@ class SqliteIndex:
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         if k <= 0 or (sources is not None and not sources):
             return []
-        return await self._call(self._knn_sync, query, k, _distinct(sources))
+        return await self._call(self._knn_sync, query, k, distinct_sources(sources))
 
     async def source_stats(self) -> list[SourceStats]:
         """Document and chunk counts and last indexed time per source, by source name."""
@@ -715,9 +685,3 @@ class SqliteIndex:
                GROUP BY d.source ORDER BY d.source"""
         )
         return [SourceStats(source, docs, chunks, last) for source, docs, chunks, last in rows]
-
-
-def _distinct(sources: Sequence[str] | None) -> list[str] | None:
-    if isinstance(sources, str):  # a str is a Sequence[str] too: "wiki" is not w, i, k, i
-        raise TypeError(f"sources must be a list of source names, not the string {sources!r}")
-    return None if sources is None else list(dict.fromkeys(sources))
