@@ -9,7 +9,9 @@ hits them alike:
 - ``hybrid``: no reranking (BM25 + k-NN, reciprocal rank fusion);
 - ``rerank``: hybrid, then the cross-encoder rescores the top ``search.rerank_depth`` hits, with
   every reranker setting at its default;
-- ``rerank, batch 32``: the same with the reranker's former batch size of 32 (the "before").
+- ``rerank, batch 32``: the same with the reranker's former batch size of 32 (the "before");
+- ``rerank, depth 10``: the defaults, but only the top 10 fused hits rescored (a what-if: fewer
+  candidates for the reranker to promote, so possibly lower quality).
 
 The cross-encoder is built from the local MiniLM weights with an UNTRAINED classification head
 (tests/support/tiny_reranker.py): no pretrained cross-encoder is available offline. Its scores are
@@ -17,8 +19,10 @@ meaningless, so nothing here says anything about ranking quality; its cost is re
 architecture of a MiniLM-L6 cross-encoder such as ms-marco-MiniLM-L-6-v2).
 
 A second table breaks the reranking cost down on the same questions' candidates: tokens actually
-read versus padded, by batch size, and by rerank depth, with wall-clock and CPU time (all threads
-of the process; it depends little on other load, which wall-clock time on a shared box does).
+read versus padded, by batch size, by rerank depth, with passages capped at 128 tokens, and with
+int8 weights (torch dynamic quantization, deprecated in torch; a what-if only), each with
+wall-clock and CPU time (all threads of the process; it depends little on other load, which
+wall-clock time on a shared machine does).
 
 Reports p50/p95 of retrieval (embedding, BM25, k-NN, fusion), rerank, prompt (sources fitted
 and counted), llm (request to first delta from the instant fake server), time to first token and
@@ -250,6 +254,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 Variant("hybrid", rerank=False),
                 Variant("rerank", rerank=True),
                 Variant("rerank, batch 32", rerank=True, batch_size=32),
+                Variant("rerank, depth 10", rerank=True, depth=10),
             ]
             probe = Probe()
             probe.wrap_llm(services.llm)
@@ -322,8 +327,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 async def rerank_sweep(services, reranker, questions: Sequence[str], hit_text,
                        *, depth: int) -> dict[str, Any]:
-    """Time the reranker alone on each question's fused candidates: by batch size, by depth."""
+    """Time the reranker alone on each question's fused candidates: by batch size, by depth,
+    and two what-ifs that trade quality for speed (a 128-token cap; int8 weights)."""
+    import torch
+
     from search.models_runtime import run_model
+    from search.rerank import CrossEncoderReranker
 
     if not questions:
         return {}
@@ -337,38 +346,47 @@ async def rerank_sweep(services, reranker, questions: Sequence[str], hit_text,
                                                max_length=limit)["input_ids"]]
                for q, texts in candidates]
     real = sum(sum(x) for x in lengths)
-
-    async def timed(batch_size: int, top: int) -> dict[str, float]:
-        """Wall-clock p50, and CPU time of the whole process (all torch threads) per question:
-        the CPU figure hardly depends on what else runs on the machine."""
-        reranker.batch_size = batch_size
-        times, cpu = [], []
-        for q, texts in candidates:
-            t, c = time.perf_counter(), time.process_time()
-            await run_model(reranker.scores, q, texts[:top])
-            times.append((time.perf_counter() - t) * 1000)
-            cpu.append((time.process_time() - c) * 1000)
-        return {"p50_ms": percentile(times, 50), "cpu_p50_ms": percentile(cpu, 50)}
-
     default_batch = reranker.batch_size
-    by_batch: dict[str, dict[str, float]] = {}
-    by_depth: dict[str, dict[str, float]] = {}
-    batch_sizes = sorted({1, 2, 4, 8, 16, 32, default_batch})
-    depths = sorted({5, 10, 15, 20, depth} | ({30} if depth >= 30 else set()))
-    try:
-        for _ in range(2):  # interleaved twice; the second pass's figure is kept
-            for b in batch_sizes:
-                by_batch[str(b)] = {
-                    **await timed(b, depth),
-                    "padded_tokens_ratio": sum(padded_slots(x[:depth], b) for x in lengths) / real,
-                }
-            for d in depths:
-                by_depth[str(d)] = {
-                    **await timed(default_batch, d),
-                    "mean_tokens": sum(sum(x[:d]) for x in lengths) / len(lengths),
-                }
-    finally:
-        reranker.batch_size = default_batch
+
+    capped = CrossEncoderReranker(reranker.path, device=reranker.device,
+                                  batch_size=default_batch, max_length=128)
+    capped.warm_up()
+    int8 = _int8_copy(reranker.model)
+
+    def int8_scores(query: str, passages: Sequence[str]) -> list[float]:
+        out = int8.predict([(query, p) for p in passages], batch_size=default_batch,
+                           activation_fn=torch.nn.Sigmoid(), show_progress_bar=False)
+        return [float(x) for x in out]
+
+    def with_batch(batch_size: int):
+        def scores(query: str, passages: Sequence[str]) -> list[float]:
+            reranker.batch_size = batch_size
+            try:
+                return reranker.scores(query, passages)
+            finally:
+                reranker.batch_size = default_batch
+        return scores
+
+    # name -> (scoring function, depth, extra figures)
+    cases: dict[str, tuple[Any, int, dict[str, float]]] = {}
+    for b in sorted({1, 2, 4, 8, 16, 32, default_batch}):
+        cases[f"batch {b}, depth {depth}"] = (with_batch(b), depth, {
+            "padded_tokens_ratio": sum(padded_slots(x[:depth], b) for x in lengths) / real})
+    for d in sorted({5, 10, 15, 20, depth}):
+        cases[f"depth {d}, batch {default_batch}"] = (reranker.scores, d, {
+            "mean_tokens": sum(sum(x[:d]) for x in lengths) / len(lengths)})
+    cases[f"max 128 tokens, depth {depth}"] = (capped.scores, depth, {})
+    if int8 is not None:
+        cases[f"int8 weights, depth {depth}"] = (int8_scores, depth, {})
+
+    wall: dict[str, list[float]] = {name: [] for name in cases}
+    cpu: dict[str, list[float]] = {name: [] for name in cases}
+    for q, texts in candidates:  # every case on one question before the next: same load
+        for name, (scores, top, _) in cases.items():
+            t, c = time.perf_counter(), time.process_time()
+            await run_model(scores, q, texts[:top])
+            wall[name].append((time.perf_counter() - t) * 1000)
+            cpu[name].append((time.process_time() - c) * 1000)
     return {
         "questions": len(questions),
         "candidates_per_question": sum(len(t) for _, t in candidates) / len(candidates),
@@ -376,15 +394,41 @@ async def rerank_sweep(services, reranker, questions: Sequence[str], hit_text,
         "max_pair_tokens": max(max(x) for x in lengths),
         "max_length": limit,
         "depth": depth,
-        "by_batch_size": by_batch,
-        "by_depth": by_depth,
+        # p50 wall-clock, and p50 CPU time of the whole process (all torch threads): the CPU
+        # figure depends little on other load, wall-clock time on a shared machine does.
+        "cases": {name: {"p50_ms": percentile(wall[name], 50),
+                         "cpu_p50_ms": percentile(cpu[name], 50), **extra}
+                  for name, (_, _, extra) in cases.items()},
     }
+
+
+def _int8_copy(model):
+    """A copy with int8 dynamic quantization of the Linear layers, or None if torch lacks it.
+
+    Only a what-if: torch.ao.quantization is deprecated, and the effect on a trained reranker's
+    ranking quality is not measured here.
+    """
+    import copy
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from torch.ao.quantization import quantize_dynamic
+
+            copied = copy.deepcopy(model)
+            quantize_dynamic(copied, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+            return copied
+    except (ImportError, RuntimeError, AttributeError):
+        return None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=50)
-    parser.add_argument("--sweep-questions", type=int, default=20,
+    parser.add_argument("--sweep-questions", type=int, default=10,
                         help="questions for the reranking breakdown (0: skip it)")
     parser.add_argument("--docs", type=Path, default=DOCS)
     parser.add_argument("--reranker", type=Path,
@@ -416,18 +460,18 @@ def main() -> None:
 
     sweep = r["rerank_sweep"]
     if sweep:
-        rows = [("pair tokens mean / max (cap)",
+        rows = [("pair tokens mean / max (model cap)",
                  f"{sweep['mean_pair_tokens']:.0f} / {sweep['max_pair_tokens']} "
                  f"({sweep['max_length']})")]
-        for b, x in sweep["by_batch_size"].items():
-            rows.append((f"batch {b:>2}, depth {sweep['depth']}",
-                         f"{x['p50_ms']:7.1f} ms  (cpu {x['cpu_p50_ms']:7.1f} ms)  "
-                         f"padded/real tokens {x['padded_tokens_ratio']:.2f}"))
-        for d, x in sweep["by_depth"].items():
-            rows.append((f"depth {d:>2}, default batch",
-                         f"{x['p50_ms']:7.1f} ms  (cpu {x['cpu_p50_ms']:7.1f} ms)  "
-                         f"{x['mean_tokens']:.0f} tokens/question"))
-        print_table(f"reranking alone, p50 over {sweep['questions']} questions' candidates", rows)
+        for name, x in sweep["cases"].items():
+            extra = ""
+            if "padded_tokens_ratio" in x:
+                extra = f"padded/real tokens {x['padded_tokens_ratio']:.2f}"
+            elif "mean_tokens" in x:
+                extra = f"{x['mean_tokens']:.0f} tokens/question"
+            rows.append((name, f"{x['p50_ms']:7.1f} ms  (cpu {x['cpu_p50_ms']:7.1f} ms)  {extra}"))
+        print_table(f"reranking alone, p50 over {sweep['questions']} questions' candidates "
+                    "(wall-clock; cpu = all threads)", rows)
     print(f"\nwrote {write_result('answer_bench', r)}")
 
 

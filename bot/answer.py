@@ -138,9 +138,11 @@ class AnswerPipeline:
         self.settings = settings
         self.count_tokens = count_tokens
 
-    async def answer(self, question: str, history: Sequence[Turn] = ()) -> Answer:
-        """Answer ``question``, with ``history`` (oldest first) as the conversation so far."""
-        found = await self._retrieve(question, history)
+    async def answer(self, question: str, history: Sequence[Turn] = (),
+                     sources: Sequence[str] | None = None) -> Answer:
+        """Answer ``question``, with ``history`` (oldest first) as the conversation so far;
+        ``sources`` restricts the search to those source names (None: all)."""
+        found = await self._retrieve(question, history, sources)
         if not found.evidence:
             return self._no_evidence(found)
         if self.llm is None:
@@ -159,7 +161,7 @@ class AnswerPipeline:
         return self._llm_answer(found, cited)
 
     async def stream(
-        self, question: str, history: Sequence[Turn] = ()
+        self, question: str, history: Sequence[Turn] = (), sources: Sequence[str] | None = None
     ) -> AsyncIterator[str | Answer]:
         """Yield text deltas, then the final :class:`Answer` last.
 
@@ -170,7 +172,7 @@ class AnswerPipeline:
         Answer is that extractive answer with a notice: a consumer that can edit what it showed
         should replace the streamed text with ``Answer.text``.
         """
-        found = await self._retrieve(question, history)
+        found = await self._retrieve(question, history, sources)
         sources = self._sources(found) if found.evidence and self.llm is not None else []
         if not sources:
             final = self._no_evidence(found) if not found.evidence else self._extractive(found)
@@ -206,14 +208,16 @@ class AnswerPipeline:
 
     # -- steps ----------------------------------------------------------------------------------
 
-    async def _retrieve(self, question: str, history: Sequence[Turn]) -> _Retrieved:
+    async def _retrieve(self, question: str, history: Sequence[Turn],
+                        sources: Sequence[str] | None = None) -> _Retrieved:
         question = question.strip()
         if not question:
             raise ValueError("the question is empty; ask something about the knowledge base")
         query = await standalone_query(
             question, history, self.llm, self.settings.llm, self.count_tokens
         )
-        hits = tuple(await self.retriever.search(query, k=self.settings.search.top_k))
+        hits = tuple(await self.retriever.search(query, k=self.settings.search.top_k,
+                                                 **({"sources": sources} if sources is not None else {})))
         evidence = any(self._is_evidence(hit) for hit in hits) if hits else False
         # Question text stays out of INFO logs: it may be confidential.
         logger.info("Retrieved %d hits, evidence=%s, rewritten=%s", len(hits), evidence,

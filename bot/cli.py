@@ -49,9 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("chat", help="a terminal chat; follow-up questions keep the context")
 
-    p = sub.add_parser("sources", help="indexed sources with document and chunk counts")
-    p.add_argument("--json", action="store_true")
-
     p = sub.add_parser("demo", help="index the sample knowledge base, then chat (or answer once)")
     p.add_argument("--path", type=Path, help="knowledge base to index (default: lorebot's docs)")
     p.add_argument("--question", default=SAMPLE_QUESTION,
@@ -67,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Modules with `add_parser(sub)`; their handlers are `cmd_<name>` functions in the same module.
-_EXTRA_COMMANDS: list[str] = ["bot.cli_slack", "bot.cli_opensearch"]
+_EXTRA_COMMANDS: list[str] = ["bot.cli_slack", "bot.cli_opensearch", "bot.cli_finetune",
+                              "bot.cli_sources"]
 
 
 def main(argv: list[str] | None = None) -> int:

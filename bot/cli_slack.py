@@ -161,12 +161,24 @@ async def slack_runtime(settings: Settings, *, index_sample: bool = False) -> As
         redis = await open_redis(settings)
         try:
             bot = SlackBot.create(settings, services.pipeline, redis.client)
+            stop_worker = asyncio.Event()
+            worker = None
             try:
                 app = build_app(bot)
                 await _check_token(app.client)
                 await bot.warm_up()
+                bot.remove_documents = _document_remover(services)
+                if settings.sources.in_process_worker:
+                    # Single-process mode: reindex jobs run here (else in `lorebot worker`s).
+                    from bot.cli_sources import run_worker
+
+                    worker = asyncio.create_task(run_worker(
+                        settings, services, redis.client, stop_worker, slack_client=app.client))
                 yield bot, app
             finally:
+                stop_worker.set()
+                if worker is not None:
+                    await worker
                 await bot.aclose()
         finally:
             await redis.aclose()
@@ -174,6 +186,15 @@ async def slack_runtime(settings: Settings, *, index_sample: bool = False) -> As
         if services.llm is not None and hasattr(services.llm, "aclose"):
             await services.llm.aclose()
         await services.close()
+
+
+def _document_remover(services):
+    from bot.jobs import remove_source_documents
+
+    async def remove(name: str) -> int:
+        return await remove_source_documents(services, name)
+
+    return remove
 
 
 async def _index_sample_if_empty(services) -> None:

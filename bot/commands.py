@@ -172,25 +172,6 @@ async def _require_content(services) -> None:
         raise CliError("the knowledge base is empty: index something first, e.g. `lorebot index docs/`")
 
 
-async def cmd_sources(args) -> int:
-    async with _services(with_llm=False) as services:
-        stats = await services.index.source_stats()
-    rows = [
-        {"source": s.source, "documents": s.documents, "chunks": s.chunks,
-         "last_indexed": _iso(s.last_indexed)}
-        for s in stats
-    ]
-    if args.json:
-        print_json(rows)
-    elif not rows:
-        print("No sources indexed yet. Try `lorebot index PATH`.")
-    else:
-        for r in rows:
-            print(f"{r['source']}: {r['documents']} documents, {r['chunks']} chunks, "
-                  f"last indexed {r['last_indexed']}")
-    return EXIT_OK
-
-
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None

@@ -141,6 +141,16 @@ class SlackSettings(BaseModel):
     rate_limit: int = Field(10, ge=0, description="Questions per user per window; 0: no limit.")
     rate_limit_window_s: int = Field(60, ge=1, description="The rate limit window in seconds.")
     wrong_source_button: bool = Field(True, description="Offer a 'Wrong source' feedback button.")
+    admin_users: str = Field(
+        "", description="Comma-separated Slack user ids allowed to add, remove and reindex sources."
+    )
+    workspace_admins_are_admins: bool = Field(
+        False, description="Also treat workspace admins and owners (users.info) as lorebot admins."
+    )
+
+    @property
+    def admin_ids(self) -> frozenset[str]:
+        return frozenset(u.strip() for u in self.admin_users.split(",") if u.strip())
 
 
 class RedisSettings(BaseModel):
@@ -157,6 +167,58 @@ class RedisSettings(BaseModel):
     answer_ttl_s: int = Field(
         30 * 24 * 3600, ge=60, description="How long an answer is kept for joining its feedback."
     )
+
+
+class SourcesSettings(BaseModel):
+    """Knowledge sources managed from Slack or `lorebot sources`, and the jobs that index them."""
+
+    crawl_max_pages: int = Field(200, ge=1, description="Pages fetched per web source at most.")
+    crawl_max_depth: int = Field(3, ge=0, description="Links followed from the start page.")
+    crawl_concurrency: int = Field(4, ge=1, description="Requests in flight per web source.")
+    fetch_timeout_s: float = Field(15.0, gt=0, description="Seconds per web page before giving up.")
+    max_page_mb: float = Field(5.0, gt=0, description="Larger web pages are skipped and reported.")
+    user_agent: str = Field("lorebot", description="User-Agent sent, and matched in robots.txt.")
+    job_lock_ttl_s: float = Field(
+        30.0, ge=1, description="A worker that stops renewing its lock this long is presumed dead; "
+        "its job is requeued."
+    )
+    job_max_attempts: int = Field(3, ge=1, description="Runs of one job before it is failed.")
+    in_process_worker: bool = Field(
+        True, description="`serve`/`socket`/`run` also run a worker (set false with `lorebot worker`)."
+    )
+    progress_interval_s: float = Field(2.0, ge=0.1, description="Slack progress updates at most so often.")
+
+
+class FinetuneSettings(BaseModel):
+    """`lorebot finetune`: training data, training knobs and the promotion gate."""
+
+    min_gain: float = Field(
+        0.005, description="A candidate is promoted only when its validation nDCG@10 beats the "
+        "active model's by at least this much (--force overrides)."
+    )
+    use_registry: bool = Field(
+        True, description="Use the registry's active adapter and reranker when "
+        "SEARCH__RERANKER_MODEL is unset; false: base models only."
+    )
+    val_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of the queries held out for validation (split by "
+        "relevant document: no document on both sides)."
+    )
+    seed: int = Field(13, description="Seed of the split, the shuffling and the initialisation.")
+    mine_depth: int = Field(30, ge=1, description="Hybrid hits searched for hard negatives.")
+    hard_negatives: int = Field(4, ge=0, description="Hard negatives kept per query.")
+    max_train_queries: int | None = Field(
+        None, ge=1, description="Use at most this many training queries (CPU budget); unset: all."
+    )
+    max_val_queries: int | None = Field(
+        None, ge=1, description="Evaluate the gate on at most this many validation queries."
+    )
+    reranker_epochs: int = Field(1, ge=1, description="Reranker epochs (--epochs overrides).")
+    reranker_batch_size: int = Field(16, ge=1, description="Pairs per reranker training step.")
+    reranker_learning_rate: float = Field(5e-5, gt=0, description="Reranker AdamW learning rate.")
+    reranker_max_tokens: int = Field(256, ge=32, description="Tokens per pair while training.")
+    adapter_epochs: int = Field(20, ge=1, description="Adapter epochs (--epochs overrides).")
+    adapter_learning_rate: float = Field(1e-3, gt=0, description="Adapter AdamW learning rate.")
 
 
 class Settings(BaseSettings):
@@ -177,6 +239,8 @@ class Settings(BaseSettings):
     opensearch: OpenSearchSettings = OpenSearchSettings()
     slack: SlackSettings = SlackSettings()
     redis: RedisSettings = RedisSettings()
+    finetune: FinetuneSettings = FinetuneSettings()
+    sources: SourcesSettings = SourcesSettings()
 
     @property
     def index_path(self) -> Path:

@@ -82,6 +82,13 @@ class SlackBot:
     native_streaming: bool = True
     # One connection pool for every Web API call (slack_sdk opens a session per call otherwise).
     http_session: aiohttp.ClientSession | None = None
+    # Knowledge sources: the registry, the reindex job queue and the channel policy
+    # (bot.sources, bot.jobs); `remove_documents(name)` deletes a source's documents from the
+    # index (set by the runtime that owns the index; None: removal only unregisters).
+    sources: Any = None
+    jobs: Any = None
+    policy: Any = None
+    remove_documents: Any = None
     _tasks: set[asyncio.Task] = field(default_factory=set)
 
     @classmethod
@@ -101,7 +108,24 @@ class SlackBot:
             feedback=FeedbackStore(guard, settings.data_dir / "feedback.jsonl",
                                    answer_ttl_s=r.answer_ttl_s),
             native_streaming=settings.slack.streaming == "native",
+            **_source_services(settings, pipeline, redis_client),
         )
+
+    async def source_filter(self, channel: str | None) -> dict[str, Any]:
+        """``{"sources": [...]}`` for the pipeline when the channel policy restricts what a
+        question asked in ``channel`` may search; ``{}`` when nothing is restricted."""
+        if self.policy is None:
+            return {}
+
+        async def op(_client) -> list[str] | None:
+            return await self.policy.sources_for(channel)
+
+        async def fallback() -> list[str] | None:
+            # Redis down: the policy as last seen (restricted sources stay hidden meanwhile).
+            return await self.policy.sources_for(channel, cached=True)
+
+        allowed = await self.guard.run("channel policy", op, fallback)
+        return {} if allowed is None else {"sources": allowed}
 
     async def warm_up(self) -> None:
         """Import now what the first answer would otherwise import (seconds under load): the
@@ -132,6 +156,26 @@ class SlackBot:
         if self._tasks:
             logger.info("Waiting for %d answers in flight", len(self._tasks))
             await asyncio.wait(set(self._tasks), timeout=timeout_s)
+
+
+def _source_services(settings: Settings, pipeline: Answerer, redis_client) -> dict[str, Any]:
+    from bot.jobs import JobQueue
+    from bot.sources import ChannelPolicy, SourceRegistry
+
+    prefix = settings.redis.key_prefix
+    registry = SourceRegistry(redis_client, prefix)
+    index = getattr(getattr(pipeline, "retriever", None), "index", None)
+
+    async def indexed() -> list[str]:
+        return [s.source for s in await index.source_stats()]
+
+    has_index = index is not None and hasattr(index, "source_stats")
+    return {
+        "sources": registry,
+        "jobs": JobQueue(redis_client, prefix, lock_ttl_s=settings.sources.job_lock_ttl_s,
+                         max_attempts=settings.sources.job_max_attempts),
+        "policy": ChannelPolicy(registry, indexed if has_index else None),
+    }
 
 
 _LLM_MODULES = (

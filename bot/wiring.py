@@ -104,6 +104,13 @@ def open_opensearch_index(settings: Settings):
     )
 
 
+def model_registry(settings: Settings):
+    """The fine-tuned model registry under the data dir (see search.finetune.registry)."""
+    from search.finetune.registry import ModelRegistry
+
+    return ModelRegistry(settings.data_dir / "models")
+
+
 def build_services(
     settings: Settings, *, index_path: Path | None = None, with_llm: bool = True
 ) -> Services:
@@ -118,12 +125,22 @@ def build_services(
     embedder = SentenceTransformerEmbedder(
         s.embedding_model, device=s.device, batch_size=s.embed_batch_size
     )
+    reranker_model = s.reranker_model
+    registry = model_registry(settings) if settings.finetune.use_registry else None
+    if registry is not None and registry.file.exists():
+        adapter_dir = registry.active_path("adapter")
+        if adapter_dir is not None:
+            from search.adapter import AdaptedEmbedder, QueryAdapter
+
+            embedder = AdaptedEmbedder(embedder, QueryAdapter.load(adapter_dir))
+        if not reranker_model and (reranker_dir := registry.active_path("reranker")):
+            reranker_model = str(reranker_dir)
     reranker = None
-    if s.reranker_model:
+    if reranker_model:
         from search.rerank import CrossEncoderReranker
 
         reranker = CrossEncoderReranker(
-            s.reranker_model, device=s.device, batch_size=s.rerank_batch_size,
+            reranker_model, device=s.device, batch_size=s.rerank_batch_size,
             max_length=s.rerank_max_tokens,
         )
     retriever = Retriever(

@@ -15,10 +15,12 @@ if TYPE_CHECKING:
 
 def register(app: AsyncApp, bot: SlackBot) -> None:
     """Register every lorebot listener on ``app``."""
-    from handlers import actions, assistant, commands, messages
+    from handlers import actions, admin, assistant, commands, home, messages
 
     # The assistant middleware first: it takes assistant-thread messages before `message` does.
     assistant.register(app, bot)
     messages.register(app, bot)
     commands.register(app, bot)
     actions.register(app, bot)
+    admin.register(app, bot)
+    home.register(app, bot)

@@ -1,5 +1,6 @@
-"""The ``/lorebot`` slash command. ``ask QUESTION`` answers; anything else shows a short help
-(the admin subcommands come with the admin issue)."""
+"""The ``/lorebot`` slash command. ``ask QUESTION`` answers; the source subcommands
+(sources, add, remove, reindex, status, channel, help) are in ``handlers.admin``; anything else
+shows the help."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from handlers import texts
+from handlers import admin, texts
 from handlers.parse import Place, conversation_key, question_text
 from handlers.reply import answer_privately, answer_question
 
@@ -28,8 +29,11 @@ def register(app: AsyncApp, bot: SlackBot) -> None:
     @app.command(COMMAND)
     async def on_command(ack, command: dict, client: AsyncWebClient, respond) -> None:
         sub, _, rest = (command.get("text") or "").strip().partition(" ")
+        if sub.lower() in admin.SUBCOMMANDS:
+            await admin.handle(bot, client, ack, command, sub.lower(), rest.strip())
+            return
         if sub.lower() != "ask":
-            await ack(text=texts.COMMAND_HELP, response_type="ephemeral")
+            await ack(text=admin.HELP, response_type="ephemeral")
             return
         question = question_text(rest, None)
         if not question:

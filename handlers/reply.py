@@ -65,7 +65,8 @@ async def answer_question(bot: SlackBot, client: AsyncWebClient, place: Place, q
             await bot.threads.add(place.conversation)
         history = await bot.conversations.get(place.conversation)
         final: Answer | None = None
-        async with aclosing(bot.pipeline.stream(question, history)) as parts:
+        async with aclosing(bot.pipeline.stream(question, history,
+                                                **await bot.source_filter(place.channel))) as parts:
             async for part in parts:
                 if isinstance(part, str):
                     writer.add(part)
@@ -335,7 +336,8 @@ async def answer_privately(bot: SlackBot, respond, place: Place, question: str) 
             await respond(text=texts.rate_limited(decision.retry_after_s), response_type="ephemeral")
             return
         final: Answer | None = None
-        async with aclosing(bot.pipeline.stream(question, ())) as parts:
+        async with aclosing(bot.pipeline.stream(question, (),
+                                                **await bot.source_filter(place.channel))) as parts:
             async for part in parts:
                 if isinstance(part, Answer):
                     final = part

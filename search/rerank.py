@@ -25,13 +25,14 @@ class Reranker(Protocol):
 class CrossEncoderReranker:
     """A sentence-transformers ``CrossEncoder`` from a name or local path.
 
-    Cost is one forward pass per ``batch_size`` query-passage pairs, and every pair of a batch is
-    padded to the batch's longest. Pairs are sorted by length before batching, so small batches
-    waste little padding, while on a CPU a bigger batch buys almost no matrix-multiply efficiency:
-    hence the small default (4). With one batch of 32, the 25 retrieved chunks of a typical
-    question were padded to ~2.3x their real token count, and scoring took twice as long. Raise
-    it on a GPU. ``max_length`` caps the tokens of one pair (query, title and headings, passage;
-    the rest is cut off); None keeps the model's own limit.
+    Cost grows with the tokens the model reads: one forward pass per ``batch_size`` pairs, every
+    pair of a batch padded to the batch's longest. Pairs are sorted by length before batching, so
+    small batches waste little padding, and on a CPU a bigger batch buys almost no speed: hence
+    the small default. (Retrieved chunks vary in length; on lorebot's docs one batch of 32 read
+    2.3x the real tokens, and reranking took twice as long as with batches of 4; see
+    bench/answer_bench.py.) Raise ``batch_size`` on a GPU. ``max_length`` caps the tokens of one
+    pair (query, title and headings, passage; the rest of the passage is cut off); None keeps
+    the model's own limit.
     """
 
     def __init__(

@@ -104,8 +104,10 @@ class Retriever:
             )
         if mode == "hybrid":
             return fused[:k]
-        head = fused[: max(self.rerank_depth, k)]
-        return (await self.reranker.rerank(query, head))[:k]
+        # Only the head is rescored (the cost is one cross-encoder pass per hit); deeper hits
+        # keep their fused order after it, so asking for many hits does not multiply the cost.
+        head = fused[: self.rerank_depth]
+        return ([*await self.reranker.rerank(query, head), *fused[len(head):]])[:k]
 
     async def _candidates(
         self, query: str, depth: int, sources: Sequence[str] | None

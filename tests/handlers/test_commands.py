@@ -22,7 +22,7 @@ async def test_ask_posts_the_question_and_answers_in_its_thread(harness):
 
 
 async def test_unknown_subcommands_and_bare_command_show_help(harness):
-    for text in ("", "help", "reindex everything"):
+    for text in ("", "help", "frobnicate everything"):
         sent = await harness.sender.command(text)
         assert sent.status == 200
         assert "/lorebot ask QUESTION" in sent.json()["text"]

@@ -8,6 +8,7 @@ quality.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -61,8 +62,6 @@ def test_wiring_passes_the_reranker_settings(data_dir: Path, tmp_path: Path):
         assert (services.reranker.batch_size, services.reranker.max_length) == (2, 64)
         assert services.retriever.default_mode == "rerank"
     finally:
-        import asyncio
-
         asyncio.run(services.close())
 
 

@@ -1,0 +1,328 @@
+"""`lorebot finetune` and `lorebot models`: train a candidate, gate it on validation, promote.
+
+The gate: candidate and active model are evaluated on the same validation queries (hit@1/5/10,
+MRR@10, nDCG@10); the candidate is promoted only when its nDCG@10 beats the active one's by
+LOREBOT_FINETUNE__MIN_GAIN, or with --force. Training data comes from a BEIR dataset's train split
+(--dataset) or from the live index and feedback.jsonl; validation queries are split off by
+relevant document, so no document is seen on both sides.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from bot.cli import EXIT_OK, CliError, print_json
+from bot.settings import Settings
+
+GATE_METRICS = ("ndcg@10", "mrr@10", "hit@1", "hit@5", "hit@10")
+# Validation ranks the top 10 documents from this many chunk hits (the default rerank depth).
+GATE_FETCH = 30
+
+
+async def run_finetune(args, settings: Settings | None = None) -> int:
+    from bot.wiring import build_services, model_registry
+
+    settings = settings or Settings()
+    f = settings.finetune
+    registry = model_registry(settings)
+    data = _training_data(args, settings)
+    services = build_services(settings, index_path=data["index_path"], with_llm=False)
+    async with services:
+        if data.get("beir") is not None:
+            from bot.eval_command import _index_corpus
+
+            await _index_corpus(services, data["beir"])
+        from search.finetune.data import split_by_document
+
+        split = split_by_document(data["qrels"], val_fraction=f.val_fraction, seed=f.seed)
+        train_q = split.train[: f.max_train_queries] if f.max_train_queries else split.train
+        val_q = split.validation[: f.max_val_queries] if f.max_val_queries else split.validation
+        if not train_q or not val_q:
+            raise CliError(f"too few judged queries to split ({len(split.train)} train, "
+                           f"{len(split.validation)} validation); add feedback or use --dataset")
+        _say(args, f"{len(train_q)} training and {len(val_q)} validation queries, "
+             f"{len(split.train_docs)} and {len(split.val_docs)} relevant documents, disjoint")
+        examples = await _mine(args, services, data, train_q, settings)
+        candidate, trained = await _train(args, settings, registry, services, examples)
+        before = await _gate_eval(args, services.retriever, data, val_q, "active")
+        after = await _gate_eval(args, trained, data, val_q, "candidate")
+    gain = after["ndcg@10"] - before["ndcg@10"]
+    passed = gain >= f.min_gain
+    promoted = passed or args.force
+    registry.update_metrics(candidate.id, {"validation": {"before": before, "after": after},
+                                           "gain_ndcg@10": gain, "gate_passed": passed,
+                                           "validation_queries": len(val_q)})
+    if promoted:
+        registry.promote(candidate.id)
+    result = {"candidate": candidate.id, "kind": candidate.kind, "before": before,
+              "after": after, "promoted": promoted}
+    if args.json:
+        print_json(result)
+    else:
+        verdict = ("promoted" + (" (--force)" if not passed else "")) if promoted else (
+            f"refused: nDCG@10 gain {gain:+.4f} < {f.min_gain} (LOREBOT_FINETUNE__MIN_GAIN); "
+            "--force promotes anyway")
+        print(f"{candidate.id}: nDCG@10 {before['ndcg@10']:.4f} -> {after['ndcg@10']:.4f} "
+              f"on {len(val_q)} validation queries; {verdict}")
+    return EXIT_OK
+
+
+def _training_data(args, settings: Settings) -> dict:
+    if args.dataset is not None:
+        from search.evaluation import load_beir
+
+        if args.split == "test":
+            print("lorebot: warning: training on the test split makes its figures meaningless",
+                  file=sys.stderr)
+        beir = load_beir(args.dataset, args.split)
+        from bot.eval_command import _safe
+
+        index_path = settings.data_dir / "eval" / f"{_safe(beir.name)}.sqlite3"
+        index_path.parent.mkdir(parents=True, exist_ok=True)
+        return {"beir": beir, "index_path": index_path, "queries": beir.queries,
+                "qrels": beir.qrels, "key": lambda h: h.doc_id, "negatives": {},
+                "corpus_path": Path(args.dataset) / "corpus.jsonl"}
+    from bot.feedback import read_feedback
+    from search.finetune.data import feedback_pairs, hit_key
+
+    pairs = feedback_pairs(read_feedback(settings.data_dir / "feedback.jsonl"))
+    if not pairs.positives:
+        raise CliError("no helpful feedback with cited sources in feedback.jsonl yet; "
+                       "train on a dataset with --dataset DIR")
+    qrels = {q: {k: 1 for k in keys} for q, keys in pairs.positives.items() if keys}
+    return {"beir": None, "index_path": None, "queries": pairs.queries, "qrels": qrels,
+            "key": hit_key, "negatives": pairs.negatives, "pairs": pairs}
+
+
+async def _mine(args, services, data, train_q, settings):
+    from search.finetune.data import Passage, mine_examples, mine_feedback_examples
+
+    f = settings.finetune
+
+    async def search(query):
+        return await services.retriever.search(query, mode="hybrid", k=f.mine_depth)
+
+    started = time.perf_counter()
+    if data["beir"] is None:
+        from search.finetune.data import FeedbackPairs
+
+        p = data["pairs"]
+        keep = set(train_q)
+        sub = FeedbackPairs({q: t for q, t in p.queries.items() if q in keep},
+                            {q: v for q, v in p.positives.items() if q in keep},
+                            {q: v for q, v in p.negatives.items() if q in keep})
+        examples = await mine_feedback_examples(search, sub, negatives=f.hard_negatives)
+    else:
+        corpus = _corpus_lookup(data["corpus_path"])
+
+        def fallback(doc_id):
+            title, text = corpus.get(doc_id, (None, None))
+            return Passage(doc_id, f"{title}\n{text}" if title else text) if text else None
+
+        positives = {q: [d for d, g in data["qrels"][q].items() if g > 0] for q in train_q}
+        examples = await _progress(
+            args, "mining hard negatives", len(train_q),
+            lambda tick: mine_examples(search, {q: data["queries"][q] for q in train_q},
+                                       positives, negatives=f.hard_negatives,
+                                       fallback_text=fallback, progress=tick),
+        )
+    _say(args, f"{len(examples)} training examples, "
+         f"{sum(len(e.negatives) for e in examples)} hard negatives "
+         f"({time.perf_counter() - started:.1f} s)")
+    return examples
+
+
+def _corpus_lookup(path: Path) -> dict[str, tuple[str, str]]:
+    import json
+
+    out = {}
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                obj = json.loads(line)
+                out[str(obj["_id"])] = (obj.get("title", ""), obj.get("text", ""))
+    return out
+
+
+async def _train(args, settings, registry, services, examples):
+    """Train the candidate, register it, and return it with a retriever that uses it."""
+    from search.finetune.data import digest
+    from search.finetune.registry import Candidate
+    from search.models_runtime import run_model
+    from search.retriever import Retriever
+
+    f, s = settings.finetune, settings.search
+    cid = registry.new_id(args.kind)
+    out = registry.path(cid)
+    base_embedder = getattr(services.embedder, "inner", services.embedder)
+    if args.kind == "reranker":
+        from search.finetune.reranker import RerankerTraining, train_reranker
+        from search.rerank import CrossEncoderReranker
+
+        config = RerankerTraining(
+            epochs=args.epochs or f.reranker_epochs, batch_size=f.reranker_batch_size,
+            learning_rate=f.reranker_learning_rate, max_length=f.reranker_max_tokens,
+            max_steps=args.max_steps, seed=f.seed,
+        )
+        base = s.embedding_model
+        started = time.perf_counter()
+        stats = await _progress(args, "training reranker", None, lambda tick: run_model(
+            train_reranker, examples, out, base_model=base, config=config,
+            progress=lambda step, total, loss: tick(step, total)))
+        reranker = CrossEncoderReranker(str(out), device=s.device,
+                                        batch_size=s.rerank_batch_size,
+                                        max_length=s.rerank_max_tokens)
+        retriever = Retriever(services.index, services.embedder, reranker,
+                              candidates=s.candidates, rrf_k=s.rrf_k, bm25_weight=s.bm25_weight,
+                              dense_weight=s.dense_weight, rerank_depth=s.rerank_depth,
+                              default_mode="rerank")
+    else:
+        from search.adapter import AdaptedEmbedder
+        from search.finetune.adapter import AdapterTraining, train_adapter, vector_examples
+
+        config = AdapterTraining(epochs=args.epochs or f.adapter_epochs,
+                                 learning_rate=f.adapter_learning_rate,
+                                 max_steps=args.max_steps, seed=f.seed)
+        base = s.embedding_model
+        started = time.perf_counter()
+        # The adapter learns on the base model's query vectors, as it will see them at query time.
+        qvecs = await base_embedder.embed_documents([e.query for e in examples])
+        query_vectors = {e.qid: v for e, v in zip(examples, qvecs)}
+        vex = vector_examples(examples, await _vector_lookup(services, base_embedder, examples),
+                              query_vectors)
+        adapter, stats = await _progress(args, "training adapter", None, lambda tick: run_model(
+            train_adapter, vex, config=config,
+            progress=lambda step, total, loss: tick(step, total)))
+        adapter.save(out)
+        retriever = Retriever(services.index, AdaptedEmbedder(base_embedder, adapter),
+                              services.reranker, candidates=s.candidates, rrf_k=s.rrf_k,
+                              bm25_weight=s.bm25_weight, dense_weight=s.dense_weight,
+                              rerank_depth=s.rerank_depth, default_mode=s.default_mode)
+    seconds = time.perf_counter() - started
+    from dataclasses import asdict
+
+    candidate = registry.register(Candidate(
+        id=cid, kind=args.kind, base_model=base, data_digest=digest(examples),
+        settings={**asdict(config), "dataset": str(args.dataset) if args.dataset else "feedback",
+                  "split": args.split if args.dataset else None, **stats},
+        training_seconds=round(seconds, 1),
+    ))
+    _say(args, f"trained {cid} in {seconds:.1f} s ({stats})")
+    return candidate, retriever
+
+
+async def _vector_lookup(services, embedder, examples):
+    """Stored chunk vectors by chunk id: read from the SQLite index, else embedded again."""
+    from search.index.sqlite import SqliteIndex
+
+    if isinstance(services.index, SqliteIndex):
+        import sqlite3
+
+        import numpy as np
+
+        path = services.index.path
+
+        def lookup(ids):
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                out = {}
+                for i in range(0, len(ids), 500):
+                    part = ids[i: i + 500]
+                    q = ",".join("?" * len(part))
+                    for cid, blob in conn.execute(
+                            f"SELECT chunk_id, vector FROM chunks WHERE chunk_id IN ({q})", part):
+                        out[cid] = np.frombuffer(blob, dtype=np.float32)
+                return out
+            finally:
+                conn.close()
+
+        return lookup
+    texts = {p.chunk_id: p.text for e in examples for p in (*e.positives, *e.negatives)}
+    ids = [c for c in texts if c]
+    vecs = await embedder.embed_documents([texts[c] for c in ids])
+    table = dict(zip(ids, vecs))
+    return lambda wanted: {c: table[c] for c in wanted if c in table}
+
+
+async def _gate_eval(args, retriever, data, val_q, label) -> dict:
+    from search.evaluation import evaluate
+
+    queries = {q: data["queries"][q] for q in val_q}
+    qrels = {q: data["qrels"][q] for q in val_q}
+    mode = retriever.default_mode
+    if args.dataset is not None:
+        from bot.eval_command import _corpus_source
+
+        sources = [_corpus_source(data["beir"].name)]
+    else:
+        sources = None
+    result = await _progress(args, f"validating {label} ({mode})", len(queries),
+                             lambda tick: evaluate(retriever, queries, qrels, [mode], depth=10,
+                                                   fetch_k=GATE_FETCH, key=data["key"],
+                                                   sources=sources,
+                                                   progress=lambda m, d, t: tick(d, t)))
+    scores = result.results[mode]
+    return {"mode": mode, **{m: round(scores[m], 4) for m in GATE_METRICS}}
+
+
+async def run_models(args, settings: Settings | None = None) -> int:
+    from bot.wiring import model_registry
+    from search.finetune.registry import KINDS
+
+    settings = settings or Settings()
+    registry = model_registry(settings)
+    if args.action == "rollback":
+        if args.target not in KINDS:
+            raise CliError(f"rollback needs a kind: {', '.join(KINDS)}")
+        now = registry.rollback(args.target)
+        print(f"{args.target}: {now.id if now else 'base model'} is active now")
+        return EXIT_OK
+    if args.action == "promote":
+        if not args.target:
+            raise CliError("promote needs a candidate id (see `lorebot models`)")
+        cand = registry.promote(args.target)
+        print(f"{cand.kind}: {cand.id} is active now (promoted by hand)")
+        return EXIT_OK
+    active = {k: (c.id if (c := registry.active(k)) else None) for k in KINDS}
+    cands = registry.candidates()
+    if args.json:
+        from dataclasses import asdict
+
+        print_json({"active": active, "candidates": [asdict(c) for c in cands]})
+        return EXIT_OK
+    for kind in KINDS:
+        print(f"active {kind}: {active[kind] or 'base model'}")
+    if not cands:
+        print("no candidates yet: `lorebot finetune reranker --dataset DIR` trains one")
+    for c in cands:
+        val = (c.metrics or {}).get("validation", {})
+        b, a = val.get("before", {}).get("ndcg@10"), val.get("after", {}).get("ndcg@10")
+        score = f"val nDCG@10 {b:.4f} -> {a:.4f}" if a is not None and b is not None else "no gate"
+        mark = "*" if active.get(c.kind) == c.id else " "
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(c.created))
+        print(f"{mark} {c.id:32} {c.kind:9} {when}  {score}  train {c.training_seconds} s  "
+              f"data {c.data_digest}")
+    return EXIT_OK
+
+
+def _say(args, text: str) -> None:
+    if not args.json:
+        print(text, file=sys.stderr)
+
+
+async def _progress(args, label, total, start):
+    """Run ``start(tick)`` with a progress bar on a terminal; ``tick(done, total)``."""
+    if not sys.stderr.isatty():
+        return await start(lambda *_: None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True) as bar:
+        task = bar.add_task(label, total=total)
+
+        def tick(done, n=None) -> None:
+            bar.update(task, completed=done, total=n or total)
+
+        return await start(tick)

@@ -1,0 +1,75 @@
+"""A query adapter: a small learned map applied to query embeddings at query time.
+
+The embedding model stays frozen and the corpus vectors stay as indexed; only the query vector is
+moved (``q' = normalise(q + q @ W + b)``, W and b trained by ``lorebot finetune adapter``), so
+promoting an adapter needs no re-embedding. Numpy only: loading an adapter never imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from search.errors import ModelError
+
+ADAPTER_FILE = "adapter.npz"
+
+
+class QueryAdapter:
+    def __init__(self, weight: np.ndarray, bias: np.ndarray) -> None:
+        if weight.ndim != 2 or weight.shape[0] != weight.shape[1] or bias.shape != (weight.shape[0],):
+            raise ModelError(f"bad adapter shapes {weight.shape} and {bias.shape}")
+        self.weight = weight.astype(np.float32)
+        self.bias = bias.astype(np.float32)
+
+    @property
+    def dim(self) -> int:
+        return int(self.weight.shape[0])
+
+    def apply(self, vectors: np.ndarray) -> np.ndarray:
+        """Adapt L2-normalised query vectors (rows); the result is L2-normalised again."""
+        v = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        if v.shape[1] != self.dim:
+            raise ModelError(f"adapter expects {self.dim}-d vectors, got {v.shape[1]}-d; it was "
+                             "trained for another embedding model")
+        out = v + v @ self.weight + self.bias
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out.reshape(np.shape(vectors)) if np.ndim(vectors) == 1 else out
+
+    def save(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / ADAPTER_FILE
+        np.savez(path, weight=self.weight, bias=self.bias)
+        return path
+
+    @classmethod
+    def load(cls, directory: Path) -> QueryAdapter:
+        path = Path(directory) / ADAPTER_FILE
+        try:
+            with np.load(path) as data:
+                return cls(data["weight"], data["bias"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise ModelError(f"cannot load query adapter {str(path)!r}: {exc}") from exc
+
+    @classmethod
+    def identity(cls, dim: int) -> QueryAdapter:
+        return cls(np.zeros((dim, dim), np.float32), np.zeros(dim, np.float32))
+
+
+class AdaptedEmbedder:
+    """Wraps an embedder: documents embed unchanged, queries go through the adapter."""
+
+    def __init__(self, inner, adapter: QueryAdapter) -> None:
+        self.inner = inner
+        self.adapter = adapter
+
+    def __getattr__(self, name):  # model_id, dim, tokenizer, max_tokens, warm_up, encode, ...
+        return getattr(self.inner, name)
+
+    async def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return await self.inner.embed_documents(texts)
+
+    async def embed_query(self, text: str) -> np.ndarray:
+        return self.adapter.apply(await self.inner.embed_query(text))

@@ -1,0 +1,238 @@
+"""Web sources: one page, the pages of a sitemap, or a same-host crawl, fetched with aiohttp.
+
+Polite by default: robots.txt is honoured (for our User-Agent), a bounded number of requests are
+in flight, each has a timeout and a size limit. Every page that cannot be indexed (unreachable,
+slow, HTTP error, redirect loop, not HTML, too large, refused by robots.txt) becomes a
+`LoadFailure` with the URL as its path; the crawl goes on. Pages become `Document`s whose
+``doc_id`` is derived from the source name and the normalised URL, so it is stable across runs
+and an unchanged page is not re-embedded (the indexer compares content hashes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from urllib.parse import urldefrag, urljoin, urlsplit, urlunsplit
+from urllib.robotparser import RobotFileParser
+
+import aiohttp
+
+from search.errors import LoadError
+from search.models import Document, LoadFailure
+from search.text import content_hash
+
+log = logging.getLogger(__name__)
+
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+XML_TYPES = ("application/xml", "text/xml")
+SKIP_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".css", ".js", ".ico", ".zip",
+                   ".pdf", ".mp4", ".woff", ".woff2")
+
+
+@dataclass(frozen=True)
+class CrawlLimits:
+    max_pages: int = 200
+    max_depth: int = 3
+    concurrency: int = 4
+    timeout_s: float = 15.0
+    max_bytes: int = 5 * 1024 * 1024
+    user_agent: str = "lorebot"
+
+
+class FetchError(Exception):
+    """One URL could not be fetched; the message is the reason shown in the job summary."""
+
+
+def normalize_url(url: str) -> str:
+    """Drop the fragment, lower-case scheme and host, and give an empty path a '/'."""
+    url, _ = urldefrag(url)
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/",
+                       parts.query, ""))
+
+
+def page_doc_id(source: str, url: str) -> str:
+    from search.loaders import make_doc_id
+
+    return make_doc_id(source, normalize_url(url))
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[str] = []
+        self.nofollow = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "a" and a.get("href") and "nofollow" not in (a.get("rel") or ""):
+            self.links.append(a["href"])
+        elif tag == "meta" and (a.get("name") or "").lower() == "robots":
+            self.nofollow = "nofollow" in (a.get("content") or "").lower()
+
+
+def extract_links(html_text: str, base: str) -> list[str]:
+    parser = _Links()
+    try:
+        parser.feed(html_text)
+    except Exception:  # noqa: BLE001 - a broken page still gets indexed, just not followed
+        return []
+    if parser.nofollow:
+        return []
+    out = []
+    for href in parser.links:
+        url = urljoin(base, href.strip())
+        if url.startswith(("http://", "https://")):
+            out.append(normalize_url(url))
+    return out
+
+
+def html_to_document(source: str, url: str, data: bytes) -> Document:
+    """Convert HTML to Markdown with markitdown's HTML converter (the one folders use)."""
+    from search.loaders import _convert, first_h1
+
+    text, title = _convert(".html", data)
+    text = text.strip()
+    if not text:
+        raise LoadError("the page has no text")
+    title = (title or first_h1(text) or url).strip()
+    return Document(
+        doc_id=page_doc_id(source, url), source=source, title=title, text=text,
+        content_hash=content_hash(title, text), path=normalize_url(url), url=normalize_url(url),
+    )
+
+
+class Fetcher:
+    """GETs with limits, and a robots.txt cache per host."""
+
+    def __init__(self, session: aiohttp.ClientSession, limits: CrawlLimits) -> None:
+        self.session = session
+        self.limits = limits
+        self._robots: dict[str, RobotFileParser | None] = {}
+        self._sem = asyncio.Semaphore(limits.concurrency)
+
+    async def get(self, url: str, accept: tuple[str, ...]) -> tuple[str, bytes]:
+        """(final URL, body) or FetchError with a reason."""
+        timeout = aiohttp.ClientTimeout(total=self.limits.timeout_s)
+        headers = {"User-Agent": self.limits.user_agent}
+        async with self._sem:
+            try:
+                async with self.session.get(url, timeout=timeout, headers=headers,
+                                            max_redirects=10) as resp:
+                    if resp.status >= 400:
+                        raise FetchError(f"HTTP {resp.status}")
+                    ctype = (resp.content_type or "").lower()
+                    if accept and ctype not in accept:
+                        raise FetchError(f"not HTML ({ctype or 'no content type'})")
+                    if (resp.content_length or 0) > self.limits.max_bytes:
+                        raise FetchError(self._too_large())
+                    body = bytearray()
+                    async for block in resp.content.iter_chunked(65536):
+                        body += block
+                        if len(body) > self.limits.max_bytes:
+                            raise FetchError(self._too_large())
+                    return str(resp.url), bytes(body)
+            except aiohttp.TooManyRedirects as exc:
+                raise FetchError("redirect loop (more than 10 redirects)") from exc
+            except asyncio.TimeoutError as exc:
+                raise FetchError(f"timed out after {self.limits.timeout_s:g} s") from exc
+            except aiohttp.ClientConnectorError as exc:
+                raise FetchError(f"unreachable ({exc.os_error or exc})") from exc
+            except aiohttp.ClientError as exc:
+                raise FetchError(f"fetch failed ({type(exc).__name__}: {exc})") from exc
+
+    def _too_large(self) -> str:
+        return f"larger than {self.limits.max_bytes / 1024 / 1024:g} MB (LOREBOT_SOURCES__MAX_PAGE_MB)"
+
+    async def allowed(self, url: str) -> bool:
+        parts = urlsplit(url)
+        host = f"{parts.scheme}://{parts.netloc}"
+        if host not in self._robots:
+            rules = None
+            try:
+                _, body = await self.get(host + "/robots.txt", ())
+                rules = RobotFileParser()
+                rules.parse(body.decode("utf-8", "replace").splitlines())
+            except FetchError:
+                rules = None  # no robots.txt (or unreadable): everything allowed
+            self._robots[host] = rules
+        rules = self._robots[host]
+        return rules is None or rules.can_fetch(self.limits.user_agent, url)
+
+
+async def crawl(
+    source: str,
+    start: str,
+    mode: str,
+    limits: CrawlLimits = CrawlLimits(),
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[Document | LoadFailure]:
+    """Fetch a web source: ``mode`` is ``url`` (one page), ``sitemap`` or ``crawl`` (follow
+    same-host links breadth-first up to ``max_depth``). Returns documents and failures."""
+    results: list[Document | LoadFailure] = []
+    async with aiohttp.ClientSession() as session:
+        fetcher = Fetcher(session, limits)
+        if mode == "sitemap":
+            try:
+                urls = await _sitemap_urls(fetcher, start)
+            except FetchError as exc:
+                return [LoadFailure(normalize_url(start), f"sitemap: {exc}")]
+            frontier = [(u, limits.max_depth) for u in urls[: limits.max_pages]]  # no following
+            follow = False
+        else:
+            frontier = [(normalize_url(start), 0)]
+            follow = mode == "crawl"
+        host = urlsplit(normalize_url(start)).netloc
+        seen = {u for u, _ in frontier}
+        done = 0
+        while frontier:
+            batch, frontier = frontier, []
+            outcomes = await asyncio.gather(*(_page(fetcher, source, u) for u, _ in batch))
+            for (url, depth), (item, links) in zip(batch, outcomes, strict=True):
+                results.append(item)
+                done += 1
+                if not follow or depth >= limits.max_depth:
+                    continue
+                for link in links:
+                    if (urlsplit(link).netloc == host and link not in seen
+                            and not urlsplit(link).path.lower().endswith(SKIP_EXTENSIONS)
+                            and len(seen) < limits.max_pages):
+                        seen.add(link)
+                        frontier.append((link, depth + 1))
+            if on_progress:
+                on_progress(done, done + len(frontier))
+    return results
+
+
+async def _page(fetcher: Fetcher, source: str, url: str) -> tuple[Document | LoadFailure, list[str]]:
+    try:
+        if not await fetcher.allowed(url):
+            raise FetchError("disallowed by robots.txt")
+        final_url, body = await fetcher.get(url, HTML_TYPES)
+        doc = await asyncio.to_thread(html_to_document, source, url, body)
+        links = extract_links(body.decode("utf-8", "replace"), final_url)
+        return doc, links
+    except (FetchError, LoadError) as exc:
+        log.info("Skipped %s: %s", url, exc)
+        return LoadFailure(normalize_url(url), str(exc)), []
+
+
+async def _sitemap_urls(fetcher: Fetcher, url: str, depth: int = 0) -> list[str]:
+    _, body = await fetcher.get(url, ())
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError as exc:
+        raise FetchError(f"not a valid sitemap ({exc})") from exc
+    ns = "{http://www.sitemaps.org/schemas/sitemap/0.9}"
+    locs = [(el.text or "").strip() for el in root.iter() if el.tag in (f"{ns}loc", "loc")]
+    if root.tag.endswith("sitemapindex") and depth < 2:
+        urls: list[str] = []
+        for loc in locs:
+            urls += await _sitemap_urls(fetcher, loc, depth + 1)
+        return urls
+    return list(dict.fromkeys(normalize_url(u) for u in locs if u))
