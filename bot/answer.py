@@ -7,7 +7,7 @@ or :meth:`AnswerPipeline.stream` and render the :class:`Answer` they get back.
 2. The retriever returns the ``search.top_k`` best passages (its default mode).
 3. Evidence threshold: with reranking, the best reranker score must reach
    ``answer.min_rerank_score``; otherwise the best cosine ``similarity`` must reach
-   ``answer.min_similarity`` (hits without any similarity count as evidence). Below it the
+   ``answer.min_similarity`` (hits without a similarity count only when no hit has one). Below it the
    reply says the knowledge base does not cover the question and lists the nearest sources —
    no LLM call, no guessing (mode ``no_evidence``).
 4. With an LLM: numbered sources in, checked and renumbered citations out (mode ``llm``).
@@ -218,7 +218,7 @@ class AnswerPipeline:
         )
         hits = tuple(await self.retriever.search(query, k=self.settings.search.top_k,
                                                  **({"sources": sources} if sources is not None else {})))
-        evidence = any(self._is_evidence(hit) for hit in hits) if hits else False
+        evidence = any(self._is_evidence(hit, hits) for hit in hits) if hits else False
         # Question text stays out of INFO logs: it may be confidential.
         logger.info("Retrieved %d hits, evidence=%s, rewritten=%s", len(hits), evidence,
                     query != question)
@@ -232,13 +232,16 @@ class AnswerPipeline:
         mode = getattr(self.retriever, "default_mode", None) or self.settings.search.default_mode
         return mode == "rerank"
 
-    def _is_evidence(self, hit: Hit) -> bool:
+    def _is_evidence(self, hit: Hit, hits: Sequence[Hit]) -> bool:
         """Whether this hit alone clears the evidence threshold (see the module docstring)."""
         s = self.settings.answer
         if self._reranked():
             return hit.score >= s.min_rerank_score
         if hit.similarity is None:
-            return True
+            # Keyword search alone gives no comparable score, so its hits count only when nothing
+            # was measured semantically; in hybrid mode a hit the dense side never ranked is a weak
+            # match, and counting it let off-topic questions through on large indexes.
+            return all(h.similarity is None for h in hits)
         return hit.similarity >= s.min_similarity
 
     def _sources(self, found: _Retrieved) -> list[PromptSource]:
@@ -273,7 +276,7 @@ class AnswerPipeline:
         for hit in found.hits:
             flat = " ".join(hit.text.split())
             # The best hit is quoted regardless; the others must clear the threshold themselves.
-            if flat in seen_text or (quotes and not self._is_evidence(hit)):
+            if flat in seen_text or (quotes and not self._is_evidence(hit, found.hits)):
                 continue
             n = numbers.get(hit.doc_id)
             if n is None:

@@ -109,7 +109,7 @@ class AnswerSettings(BaseModel):
     """How answers are assembled, with or without an LLM."""
 
     min_similarity: float = Field(
-        0.25, description="Evidence threshold: best query-passage cosine similarity below this "
+        0.15, description="Evidence threshold: best query-passage cosine similarity below this "
         "means the knowledge base does not cover the question."
     )
     min_rerank_score: float = Field(

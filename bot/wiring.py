@@ -47,6 +47,8 @@ class Services:
 
     async def close(self) -> None:
         await self.index.close()
+        if self.llm is not None:
+            await self.llm.aclose()  # its HTTP connection pool
 
     async def __aenter__(self) -> Services:
         return self

@@ -87,9 +87,12 @@ async def test_reranker_score_is_the_threshold_when_reranking():
     assert (await AnswerPipeline(retriever, None, settings).answer("q")).mode == "no_evidence"
 
 
-async def test_hits_without_similarity_count_as_evidence():
+async def test_hits_without_similarity_count_as_evidence_only_in_keyword_search():
     hits = [make_hit(1, "BM25 only hit", similarity=None)]
     assert (await pipeline(hits).answer("q")).mode == "extractive"
+    # Hybrid: the dense side measured a weak match; a keyword-only hit does not rescue it.
+    mixed = [make_hit(1, "keyword-only hit", similarity=None), make_hit(2, "weak", similarity=0.05)]
+    assert (await pipeline(mixed).answer("q")).mode == "no_evidence"
 
 
 async def test_retriever_gets_top_k_and_default_mode():
