@@ -70,6 +70,8 @@ def _print_summary(summary) -> None:
 
 
 async def cmd_search(args) -> int:
+    from bot.answer import snippet
+
     async with _services(with_llm=False) as services:
         hits = await services.retriever.search(args.query, mode=args.mode, k=args.k, sources=args.sources)
     if args.json:
@@ -85,13 +87,8 @@ async def cmd_search(args) -> int:
         heading = " > ".join(h.headings)
         print(f"{rank}. {h.title}{' > ' + heading if heading else ''}  ({h.score:.4f})")
         print(f"   {h.location}")
-        print(f"   {_snippet(h.text)}")
+        print(f"   {snippet(h.text)}")
     return EXIT_OK
-
-
-def _snippet(text: str, limit: int = 200) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 async def cmd_ask(args) -> int:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import PurePath
 from typing import Any
 
-from bot.answer import Answer, Citation
+from bot.answer import Answer, Citation, snippet
 from handlers import texts
 
 Block = dict[str, Any]
@@ -217,9 +217,4 @@ def _context(mrkdwn: str) -> Block:
 
 
 def _shorten(text: str, limit: int) -> str:
-    flat = " ".join(text.split())
-    if len(flat) <= limit:
-        return flat
-    cut = flat[: limit - 1]
-    space = cut.rfind(" ")
-    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:") + "…"
+    return snippet(text, limit)

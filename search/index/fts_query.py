@@ -29,9 +29,14 @@ def _is_word_char(ch: str) -> bool:
 
 def query_words(text: str) -> list[str]:
     """The words of a free-text query, CJK runs already split into bigrams."""
+    return split_words(segment_cjk(text))
+
+
+def split_words(text: str) -> list[str]:
+    """Runs of word characters; a run of combining marks alone is no word."""
     words: list[str] = []
     current: list[str] = []
-    for ch in segment_cjk(text):
+    for ch in text:
         if _is_word_char(ch):
             current.append(ch)
         elif current:
@@ -39,7 +44,6 @@ def query_words(text: str) -> list[str]:
             current = []
     if current:
         words.append("".join(current))
-    # A run of combining marks alone is no word.
     return [w for w in words if any(unicodedata.category(c)[0] in "LN" for c in w)]
 
 

@@ -7,7 +7,6 @@ unknown keys forbidden, so a misspelt key fails in CI rather than on a cluster.
 from __future__ import annotations
 
 import hashlib
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,7 @@ from search.index.opensearch_mapping import (
     VECTOR_FIELD,
     similarity_from_score,
 )
-from search.index.fts_query import MAX_QUERY_TERMS, STOP_WORDS
+from search.index.fts_query import MAX_QUERY_TERMS, STOP_WORDS, split_words
 from search.models import Chunk, Document, Hit, StoredDocument
 from search.text import CJK_RUN
 
@@ -35,11 +34,6 @@ _MAX_ID_BYTES = 512
 # --------------------------------------------------------------------------------------------
 
 
-def _is_word_char(ch: str) -> bool:
-    category = unicodedata.category(ch)
-    return category[0] in "LNM" or category == "Co"
-
-
 def query_terms(text: str) -> list[str]:
     """The distinct content words of a free-text query, as the embedded backend picks them.
 
@@ -48,17 +42,7 @@ def query_terms(text: str) -> list[str]:
     left, repeats count once and at most ``MAX_QUERY_TERMS`` words are kept: the same rules as
     ``search.index.fts_query.fts_query``, so both backends search for the same words.
     """
-    words: list[str] = []
-    current: list[str] = []
-    for ch in text:
-        if _is_word_char(ch):
-            current.append(ch)
-        elif current:
-            words.append("".join(current))
-            current = []
-    if current:
-        words.append("".join(current))
-    words = [w for w in words if any(unicodedata.category(c)[0] in "LN" for c in w)]
+    words = split_words(text)
     content = [w for w in words if w.lower() not in STOP_WORDS] or words
     distinct: dict[str, str] = {}
     for word in content:
