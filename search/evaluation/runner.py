@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from search.errors import SearchError
-from search.evaluation.metrics import has_relevant, percentile, score_query
+from search.evaluation.metrics import has_relevant, percentile, score_query, top_k
 from search.models import Hit
 
 log = logging.getLogger(__name__)
@@ -70,17 +70,7 @@ class EvalResult:
 
 def rank_documents(hits: Sequence[Hit], key: Callable[[Hit], str], depth: int) -> list[str]:
     """Document keys in the order of their best chunk, at most ``depth`` of them."""
-    seen: set[str] = set()
-    ranking: list[str] = []
-    for hit in hits:
-        doc = key(hit)
-        if doc in seen:
-            continue
-        seen.add(doc)
-        ranking.append(doc)
-        if len(ranking) == depth:
-            break
-    return ranking
+    return top_k((key(hit) for hit in hits), depth)
 
 
 async def evaluate(
