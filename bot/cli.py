@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Modules with `add_parser(sub)`; their handlers are `cmd_<name>` functions in the same module.
 _EXTRA_COMMANDS: list[str] = ["bot.cli_slack", "bot.cli_opensearch", "bot.cli_finetune",
-                              "bot.cli_sources"]
+                              "bot.cli_sources", "bot.cli_qa"]
 
 
 def main(argv: list[str] | None = None) -> int:

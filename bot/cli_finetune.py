@@ -7,8 +7,9 @@ from pathlib import Path
 
 def add_parser(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune a retrieval model; promote it only if it wins")
-    p.add_argument("kind", choices=("adapter", "reranker"),
-                   help="adapter: query adapter (seconds); reranker: cross-encoder (minutes)")
+    p.add_argument("kind", choices=("adapter", "reranker", "embedder"),
+                   help="adapter: query adapter (seconds); reranker: cross-encoder (minutes); "
+                   "embedder: the embedding model (minutes; promoting it re-embeds the index)")
     p.add_argument("--dataset", type=Path, metavar="DIR",
                    help="a BEIR dataset (default: the live index and feedback.jsonl)")
     p.add_argument("--split", default="train", help="qrels split to train and validate on "
@@ -23,7 +24,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("models", help="fine-tuned models, and which is active per kind")
     p.add_argument("action", nargs="?", choices=("list", "rollback", "promote"), default="list")
     p.add_argument("target", nargs="?", metavar="KIND|ID",
-                   help="rollback: the kind (adapter, reranker); promote: a candidate id")
+                   help="rollback: the kind (embedder, adapter, reranker); promote: a candidate id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_models)
 

@@ -29,11 +29,17 @@ def add_parser(sub) -> None:
     q.add_argument("--json", action="store_true")
     q.set_defaults(handler=cmd_sources_list)
 
-    q = ssub.add_parser("add", help="register a folder or a web site (URL, sitemap, crawl)")
-    q.add_argument("location", metavar="URL_OR_PATH")
-    q.add_argument("--name", help="source name (default: from the URL or folder)")
-    q.add_argument("--type", choices=("folder", "url", "sitemap", "crawl"),
-                   help="default: folder for a path, sitemap for *.xml, else crawl")
+    q = ssub.add_parser("add", help="register a folder, a web site (URL, sitemap, crawl) or "
+                        "a Slack conversation (--type slack_channel|slack_files)")
+    q.add_argument("location", metavar="URL_OR_PATH_OR_ID",
+                   help="a path, a URL, or a Slack conversation id (C…, G…; D… for a DM)")
+    q.add_argument("--name", help="source name (default: from the URL or folder; "
+                   "slack-ID or files-ID for Slack)")
+    q.add_argument("--type", choices=("folder", "url", "sitemap", "crawl", "slack_channel",
+                                      "slack_files"),
+                   help="default: folder for a path, sitemap for *.xml, else crawl; "
+                   "slack_channel: a channel's messages; slack_files: the files shared in a "
+                   "channel or DM with the bot (both searchable in that conversation only)")
     q.add_argument("--include", action="append", default=[], metavar="GLOB")
     q.add_argument("--exclude", action="append", default=[], metavar="GLOB")
     q.add_argument("--refresh-hours", type=float, help="reindex this often (scheduled refresh)")
@@ -139,11 +145,16 @@ async def cmd_sources_add(args) -> int:
     from bot.sources import Source, SourceRegistry, SourceRegistryError, default_name, guess_type
 
     settings = Settings()
+    kind = args.type or guess_type(args.location)
+    # A Slack conversation's messages or files are restricted to it, as with `/lorebot add`.
+    slack = {"slack_channel": "slack", "slack_files": "files"}.get(kind)
     source = Source(
-        name=args.name or default_name(args.location), type=args.type or guess_type(args.location),
-        location=args.location, include=tuple(args.include), exclude=tuple(args.exclude),
+        name=args.name or (f"{slack}-{args.location}" if slack else default_name(args.location)),
+        type=kind, location=args.location, include=tuple(args.include),
+        exclude=tuple(args.exclude),
         refresh_s=int(args.refresh_hours * 3600) if args.refresh_hours else None,
-        public=not args.private, created_by="cli",
+        public=not (args.private or slack), allowed_channels=(args.location,) if slack else (),
+        created_by="cli",
     )
     async with _redis(settings) as client:
         try:
@@ -196,7 +207,8 @@ async def cmd_sources_reindex(args) -> int:
     from bot.wiring import build_services
 
     settings = Settings()
-    async with _redis(settings) as client, build_services(settings, with_llm=False) as services:
+    async with _redis(settings) as client, build_services(settings, with_llm=False) as services, \
+            _slack_client(settings) as slack_client:
         registry = SourceRegistry(client, settings.redis.key_prefix)
         try:
             await registry.require(args.name)
@@ -204,7 +216,8 @@ async def cmd_sources_reindex(args) -> int:
             raise CliError(str(exc)) from exc
         queue = _queue(settings, client)
         job, _created = await queue.enqueue(args.name, requested_by="cli")
-        worker = Worker(queue, registry, lambda src, progress: index_source(services, src, progress))
+        worker = Worker(queue, registry, lambda src, progress: index_source(
+            services, src, progress, slack_client=slack_client))
         await queue.heartbeat(worker.id)
         claimed = await queue.claim_id(worker.id, job.id)
         if claimed is None:
@@ -226,6 +239,21 @@ async def cmd_sources_reindex(args) -> int:
         for f in summary["failed"]:
             print(f"  skipped {f['path']}: {f['reason']}")
     return EXIT_PARTIAL if summary.get("failed") else EXIT_OK
+
+
+@contextlib.asynccontextmanager
+async def _slack_client(settings) -> AsyncIterator[object]:
+    """The bot's Web API client when a bot token is set (Slack sources need it), else None."""
+    token = settings.slack.bot_token
+    if token is None or not token.get_secret_value():
+        yield None
+        return
+    import aiohttp
+
+    from bot.slack_app import web_client
+
+    async with aiohttp.ClientSession() as session:
+        yield web_client(settings, session)
 
 
 async def cmd_worker(args) -> int:

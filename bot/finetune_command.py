@@ -5,6 +5,9 @@ MRR@10, nDCG@10); the candidate is promoted only when its nDCG@10 beats the acti
 LOREBOT_FINETUNE__MIN_GAIN, or with --force. Training data comes from a BEIR dataset's train split
 (--dataset) or from the live index and feedback.jsonl; validation queries are split off by
 relevant document, so no document is seen on both sides.
+
+An embedder changes every vector: its gate ranks a re-embedded copy of the index, and promoting
+or rolling it back re-embeds the index in one transaction (bot.embedder_promotion).
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ async def run_finetune(args, settings: Settings | None = None) -> int:
 
     settings = settings or Settings()
     f = settings.finetune
+    if args.kind == "embedder":  # before any work: a promotion could not be carried out
+        from bot.embedder_promotion import check_embedder_backend
+
+        check_embedder_backend(settings)
     registry = model_registry(settings)
     data = _training_data(args, settings)
     services = build_services(settings, index_path=data["index_path"], with_llm=False)
@@ -47,14 +54,25 @@ async def run_finetune(args, settings: Settings | None = None) -> int:
         examples = await _mine(args, services, data, train_q, settings)
         candidate, trained = await _train(args, settings, registry, services, examples)
         before = await _gate_eval(args, services.retriever, data, val_q, "active")
-        after = await _gate_eval(args, trained, data, val_q, "candidate")
+        try:
+            after = await _gate_eval(args, trained, data, val_q, "candidate")
+        finally:
+            if trained.index is not services.index:  # the embedder's candidate index
+                await trained.index.close()
+        gate_index = getattr(services.index, "path", None)
     gain = after["ndcg@10"] - before["ndcg@10"]
     passed = gain >= f.min_gain
     promoted = passed or args.force
     registry.update_metrics(candidate.id, {"validation": {"before": before, "after": after},
                                            "gain_ndcg@10": gain, "gate_passed": passed,
                                            "validation_queries": len(val_q)})
-    if promoted:
+    if promoted and candidate.kind == "embedder":
+        from bot.embedder_promotion import promote_embedder
+
+        await promote_embedder(settings, registry, candidate.id,
+                               extra=[gate_index] if gate_index else [],
+                               say=lambda text: _say(args, text))
+    elif promoted:
         registry.promote(candidate.id)
     result = {"candidate": candidate.id, "kind": candidate.kind, "before": before,
               "after": after, "promoted": promoted}
@@ -84,12 +102,13 @@ def _training_data(args, settings: Settings) -> dict:
         return {"beir": beir, "index_path": index_path, "queries": beir.queries,
                 "qrels": beir.qrels, "key": lambda h: h.doc_id, "negatives": {},
                 "corpus_path": Path(args.dataset) / "corpus.jsonl"}
-    from bot.feedback import read_feedback
-    from search.finetune.data import feedback_pairs, hit_key
+    from bot.qa_command import training_pairs
+    from search.finetune.data import hit_key
 
-    pairs = feedback_pairs(read_feedback(settings.data_dir / "feedback.jsonl"))
+    pairs = training_pairs(settings.data_dir)  # feedback.jsonl and qa.jsonl
     if not pairs.positives:
-        raise CliError("no helpful feedback with cited sources in feedback.jsonl yet; "
+        raise CliError("no helpful feedback with cited sources in feedback.jsonl and no "
+                       "generated questions in qa.jsonl yet; run `lorebot qa generate`, or "
                        "train on a dataset with --dataset DIR")
     qrels = {q: {k: 1 for k in keys} for q, keys in pairs.positives.items() if keys}
     return {"beir": None, "index_path": None, "queries": pairs.queries, "qrels": qrels,
@@ -164,7 +183,7 @@ async def _train(args, settings, registry, services, examples):
         config = RerankerTraining(
             epochs=args.epochs or f.reranker_epochs, batch_size=f.reranker_batch_size,
             learning_rate=f.reranker_learning_rate, max_length=f.reranker_max_tokens,
-            max_steps=args.max_steps, seed=f.seed,
+            max_steps=args.max_steps, seed=f.seed, layers=f.reranker_layers,
         )
         base = s.embedding_model
         started = time.perf_counter()
@@ -178,6 +197,20 @@ async def _train(args, settings, registry, services, examples):
                               candidates=s.candidates, rrf_k=s.rrf_k, bm25_weight=s.bm25_weight,
                               dense_weight=s.dense_weight, rerank_depth=s.rerank_depth,
                               default_mode="rerank")
+    elif args.kind == "embedder":
+        from search.finetune.embedder import EmbedderTraining, train_embedder
+
+        config = EmbedderTraining(
+            epochs=args.epochs or f.embedder_epochs, batch_size=f.embedder_batch_size,
+            learning_rate=f.embedder_learning_rate, max_length=f.embedder_max_tokens,
+            max_steps=args.max_steps, seed=f.seed,
+        )
+        base = base_embedder.model_id  # the active embedder, else the base model
+        started = time.perf_counter()
+        stats = await _progress(args, "training embedder", None, lambda tick: run_model(
+            train_embedder, examples, out, base_model=base, config=config,
+            progress=lambda step, total, loss: tick(step, total)))
+        retriever = None  # built below, once the candidate is registered
     else:
         from search.adapter import AdaptedEmbedder
         from search.finetune.adapter import AdapterTraining, train_adapter, vector_examples
@@ -185,7 +218,8 @@ async def _train(args, settings, registry, services, examples):
         config = AdapterTraining(epochs=args.epochs or f.adapter_epochs,
                                  learning_rate=f.adapter_learning_rate,
                                  max_steps=args.max_steps, seed=f.seed)
-        base = s.embedding_model
+        # The adapter maps this embedder's query vectors: wiring uses it only with this one.
+        base = base_embedder.model_id
         started = time.perf_counter()
         # The adapter learns on the base model's query vectors, as it will see them at query time.
         qvecs = await base_embedder.embed_documents([e.query for e in examples])
@@ -210,7 +244,35 @@ async def _train(args, settings, registry, services, examples):
         training_seconds=round(seconds, 1),
     ))
     _say(args, f"trained {cid} in {seconds:.1f} s ({stats})")
+    if retriever is None:
+        retriever = await _candidate_retriever(args, settings, services, out)
     return candidate, retriever
+
+
+async def _candidate_retriever(args, settings, services, model_dir: Path):
+    """The gate ranks the whole corpus with the candidate's vectors: a copy of the index,
+    re-embedded with the candidate (kept in the candidate's directory for its promotion)."""
+    from bot.embedder_promotion import build_candidate_index
+    from bot.wiring import open_index
+    from search.embedding import SentenceTransformerEmbedder
+    from search.index.sqlite import SqliteIndex
+    from search.retriever import Retriever
+
+    if not isinstance(services.index, SqliteIndex):
+        raise CliError("the embedder gate needs the embedded (SQLite) index")
+    s = settings.search
+    embedder = SentenceTransformerEmbedder(str(model_dir.resolve()), device=s.device,
+                                           batch_size=s.embed_batch_size)
+    started = time.perf_counter()
+    path = await _progress(args, "re-embedding the index with the candidate", None,
+                           lambda tick: build_candidate_index(services.index.path, model_dir,
+                                                              embedder, progress=tick))
+    _say(args, f"candidate index {path} ({time.perf_counter() - started:.1f} s)")
+    index = open_index(settings, path, embedder_model=embedder.model_id)
+    # No adapter: the active one maps the old model's query vectors (wiring drops it too).
+    return Retriever(index, embedder, services.reranker, candidates=s.candidates, rrf_k=s.rrf_k,
+                     bm25_weight=s.bm25_weight, dense_weight=s.dense_weight,
+                     rerank_depth=s.rerank_depth, default_mode=services.retriever.default_mode)
 
 
 async def _vector_lookup(services, embedder, examples):
@@ -276,13 +338,23 @@ async def run_models(args, settings: Settings | None = None) -> int:
     if args.action == "rollback":
         if args.target not in KINDS:
             raise CliError(f"rollback needs a kind: {', '.join(KINDS)}")
-        now = registry.rollback(args.target)
+        if args.target == "embedder":  # the index goes back to the previous model's vectors
+            from bot.embedder_promotion import rollback_embedder
+
+            now = await rollback_embedder(settings, registry)
+        else:
+            now = registry.rollback(args.target)
         print(f"{args.target}: {now.id if now else 'base model'} is active now")
         return EXIT_OK
     if args.action == "promote":
         if not args.target:
             raise CliError("promote needs a candidate id (see `lorebot models`)")
-        cand = registry.promote(args.target)
+        if registry.get(args.target).kind == "embedder":  # re-embeds the index first
+            from bot.embedder_promotion import promote_embedder
+
+            cand = await promote_embedder(settings, registry, args.target)
+        else:
+            cand = registry.promote(args.target)
         print(f"{cand.kind}: {cand.id} is active now (promoted by hand)")
         return EXIT_OK
     active = {k: (c.id if (c := registry.active(k)) else None) for k in KINDS}

@@ -360,15 +360,26 @@ async def index_source(services, source: Source, progress: Progress | None = Non
                             crawl_limits(services.settings),
                             on_progress=lambda d, t: report("fetching", d, t))
         total = len(items)
-    elif source.type == "slack_channel" and slack_client is not None:
+    elif source.type in ("slack_channel", "slack_files") and slack_client is None:
+        raise SourceRegistryError(f"{source.type} sources cannot be indexed without a Slack bot "
+                                  "token (set LOREBOT_SLACK__BOT_TOKEN)")
+    elif source.type == "slack_channel":
         from bot.slack_source import load_channel
 
         items = await load_channel(slack_client, source.name, source.location,
                                    on_progress=lambda d, t: report("fetching", d, t))
         total = len(items)
+    elif source.type == "slack_files":
+        from bot.slack_files import load_files
+
+        s = services.settings
+        items = await load_files(slack_client, source.name, source.location,
+                                 max_bytes=int(s.search.max_file_mb * 1024 * 1024),
+                                 timeout_s=s.sources.fetch_timeout_s,
+                                 on_progress=lambda d, t: report("fetching", d, t))
+        total = len(items)
     else:
-        raise SourceRegistryError(f"{source.type} sources cannot be indexed "
-                                  f"{'without a Slack bot token' if source.type == 'slack_channel' else 'yet'}")
+        raise SourceRegistryError(f"{source.type} sources cannot be indexed yet")
     summary = await services.indexer.index_documents(
         source.name, items, total=total, on_progress=lambda d, t: report("indexing", d, t)
     )

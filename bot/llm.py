@@ -178,6 +178,16 @@ class LLMClient:
         """Close the underlying HTTP connection pool."""
         await self._client.close()
 
+    @property
+    def openai_client(self) -> openai.AsyncOpenAI:
+        """The configured ``openai`` client, for API calls other than chat (file uploads,
+        fine-tuning jobs). Those get no retries: retrying a job creation could start two jobs."""
+        return self._client
+
+    def describe_error(self, exc: BaseException) -> str:
+        """A short description of ``exc`` with the API key scrubbed out."""
+        return self._describe(exc)
+
     # -- internals ------------------------------------------------------------------------------
 
     def _params(

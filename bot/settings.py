@@ -197,8 +197,8 @@ class FinetuneSettings(BaseModel):
         "active model's by at least this much (--force overrides)."
     )
     use_registry: bool = Field(
-        True, description="Use the registry's active adapter and reranker when "
-        "SEARCH__RERANKER_MODEL is unset; false: base models only."
+        True, description="Use the registry's active embedder and adapter, and its reranker "
+        "when SEARCH__RERANKER_MODEL is unset; false: base models only."
     )
     val_fraction: float = Field(
         0.2, gt=0, lt=1, description="Share of the queries held out for validation (split by "
@@ -217,8 +217,31 @@ class FinetuneSettings(BaseModel):
     reranker_batch_size: int = Field(16, ge=1, description="Pairs per reranker training step.")
     reranker_learning_rate: float = Field(5e-5, gt=0, description="Reranker AdamW learning rate.")
     reranker_max_tokens: int = Field(256, ge=32, description="Tokens per pair while training.")
+    reranker_layers: int | None = Field(
+        None, ge=1, description="Train a smaller, faster reranker from this many of the base model's transformer layers (evenly spaced); unset: all of them."
+    )
     adapter_epochs: int = Field(20, ge=1, description="Adapter epochs (--epochs overrides).")
     adapter_learning_rate: float = Field(1e-3, gt=0, description="Adapter AdamW learning rate.")
+    embedder_epochs: int = Field(1, ge=1, description="Embedder epochs (--epochs overrides).")
+    embedder_batch_size: int = Field(
+        32, ge=2, description="Queries per embedder step; the batch's other passages are its "
+        "in-batch negatives, so larger is a stronger signal (and slower)."
+    )
+    embedder_learning_rate: float = Field(2e-5, gt=0, description="Embedder AdamW learning rate.")
+    embedder_max_tokens: int = Field(
+        128, ge=16, description="Tokens per passage while training (cost grows with it: 128 "
+        "trains SciFact's ~650 queries in minutes on 2 CPU cores, 256 takes about twice as long)."
+    )
+    qa_prompt: str | None = Field(
+        None, description="System prompt of `lorebot qa generate`; {n} and {language} are filled "
+        "in. Unset: the built-in prompt (bot.qa_command.QA_PROMPT)."
+    )
+    qa_language: str = Field(
+        "the language of the passage", description="Language the questions are written in."
+    )
+    qa_per_chunk: int = Field(3, ge=1, le=20, description="Questions asked for per chunk.")
+    qa_max_chunks: int = Field(200, ge=1, description="Chunks sampled per run (--max-chunks).")
+    qa_concurrency: int = Field(4, ge=1, description="LLM requests in flight at once.")
 
 
 class Settings(BaseSettings):

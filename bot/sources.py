@@ -90,6 +90,11 @@ def validate(source: Source) -> Source:
         raise SourceRegistryError(f"a {source.type} source needs an http(s) URL, not {source.location!r}")
     if source.type == "slack_channel" and not re.match(r"^[CG][A-Z0-9]{2,}$", source.location):
         raise SourceRegistryError(f"{source.location!r} is not a Slack channel id (C… or G…)")
+    if source.type == "slack_files" and not re.match(r"^[CGD][A-Z0-9]{2,}$", source.location):
+        raise SourceRegistryError(
+            f"{source.location!r} is not a Slack conversation id (C… or G… for a channel, D… for "
+            "a DM with the bot)"
+        )
     if source.type == "folder":
         path = Path(source.location).expanduser()
         if not path.exists():

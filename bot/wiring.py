@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,8 +60,12 @@ class Services:
         await self.close()
 
 
-def open_index(settings: Settings, path: Path | None = None):
-    """The index backend the settings choose; an explicit ``path`` always means a SQLite file."""
+def open_index(settings: Settings, path: Path | None = None, *, embedder_model: str | None = None):
+    """The index backend the settings choose; an explicit ``path`` always means a SQLite file.
+
+    ``embedder_model``: the model this process embeds with; a SQLite index re-embedded with
+    another one (an embedder promotion elsewhere) then never mixes the two (search.index.sqlite).
+    """
     if settings.search.backend == "opensearch" and path is None:
         return open_opensearch_index(settings)
     from search.index.sqlite import SqliteIndex
@@ -69,6 +76,7 @@ def open_index(settings: Settings, path: Path | None = None):
         title_weight=s.title_weight,
         headings_weight=s.headings_weight,
         text_weight=s.text_weight,
+        embedder_model=embedder_model,
     )
 
 
@@ -113,6 +121,20 @@ def model_registry(settings: Settings):
     return ModelRegistry(settings.data_dir / "models")
 
 
+def embedding_model(settings: Settings, registry=None) -> str:
+    """The embedding model in use: the registry's active embedder, else SEARCH__EMBEDDING_MODEL.
+
+    A registry model is named by its absolute directory, so every process agrees on the name
+    the index records (``meta.embedder``) whatever its working directory.
+    """
+    if registry is None and settings.finetune.use_registry:
+        registry = model_registry(settings)
+    if registry is not None and registry.file.exists():
+        if (path := registry.active_path("embedder")) is not None:
+            return str(path.resolve())
+    return settings.search.embedding_model
+
+
 def build_services(
     settings: Settings, *, index_path: Path | None = None, with_llm: bool = True
 ) -> Services:
@@ -123,18 +145,24 @@ def build_services(
 
     s = settings.search
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    index = open_index(settings, index_path)
-    embedder = SentenceTransformerEmbedder(
-        s.embedding_model, device=s.device, batch_size=s.embed_batch_size
-    )
     reranker_model = s.reranker_model
     registry = model_registry(settings) if settings.finetune.use_registry else None
+    model = embedding_model(settings, registry)
+    index = open_index(settings, index_path, embedder_model=model)
+    embedder = SentenceTransformerEmbedder(model, device=s.device, batch_size=s.embed_batch_size)
     if registry is not None and registry.file.exists():
-        adapter_dir = registry.active_path("adapter")
-        if adapter_dir is not None:
+        adapter = registry.active("adapter")
+        # An adapter maps the query vectors of the model it was trained on; with another
+        # embedder (promoted since) it would scramble them.
+        if adapter is not None and adapter.base_model != model:
+            log.warning(
+                "not using adapter %s: it was trained for the embedder %s, the active one is %s; "
+                "train a new adapter (`lorebot finetune adapter`)", adapter.id,
+                adapter.base_model, model)
+        elif adapter is not None:
             from search.adapter import AdaptedEmbedder, QueryAdapter
 
-            embedder = AdaptedEmbedder(embedder, QueryAdapter.load(adapter_dir))
+            embedder = AdaptedEmbedder(embedder, QueryAdapter.load(registry.path(adapter.id)))
         if not reranker_model and (reranker_dir := registry.active_path("reranker")):
             reranker_model = str(reranker_dir)
     reranker = None

@@ -15,8 +15,11 @@ if TYPE_CHECKING:
 
 def register(app: AsyncApp, bot: SlackBot) -> None:
     """Register every lorebot listener on ``app``."""
-    from handlers import actions, admin, assistant, commands, home, messages
+    from handlers import actions, admin, assistant, commands, files, home, messages
 
+    # The shared-files middleware sees every event and passes it on (before the assistant's,
+    # which keeps assistant-thread messages to itself).
+    files.register(app, bot)
     # The assistant middleware first: it takes assistant-thread messages before `message` does.
     assistant.register(app, bot)
     messages.register(app, bot)

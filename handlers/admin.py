@@ -7,6 +7,7 @@ action is logged with the user who did it (logger ``lorebot.audit``).
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncApp
@@ -37,6 +38,9 @@ HELP = (
     "• `/lorebot add URL_OR_PATH [NAME] [private]`: add a web site (page, sitemap or crawl) "
     "or a folder, and index it; `/lorebot add #channel` indexes a channel's messages "
     "(searchable in that channel only, until allowed elsewhere)\n"
+    "• `/lorebot add files #channel [NAME]`: index the files shared in a channel (searchable "
+    "there only, until allowed elsewhere); in a DM with me, `/lorebot add files [NAME]` indexes "
+    "the files you share with me there\n"
     "• `/lorebot remove NAME`: remove a source and its documents (asks to confirm)\n"
     "• `/lorebot reindex [NAME|all]`: reindex now\n"
     "• `/lorebot channel allow|deny NAME`: search a restricted source in this channel, or stop"
@@ -163,7 +167,13 @@ async def _add(bot: SlackBot, client: AsyncWebClient, ack, user: str, channel: s
         await ack(text="Usage: `/lorebot add URL_OR_PATH [NAME] [private]`", response_type="ephemeral")
         return
     raw = args[0]
-    if raw.startswith("<#"):
+    if raw.lower() == "files":
+        source = _files_source(user, channel, args[1:])
+        if source is None:
+            await ack(text="Usage: `/lorebot add files #channel [NAME]`, or `/lorebot add files "
+                      "[NAME]` in a DM with me", response_type="ephemeral")
+            return
+    elif raw.startswith("<#"):
         # A channel (<#C123|name>): its messages, searchable only where it was allowed, which
         # starts with the channel itself.
         channel_id, _, channel_name = raw.strip("<#>").partition("|")
@@ -177,10 +187,27 @@ async def _add(bot: SlackBot, client: AsyncWebClient, ack, user: str, channel: s
                         public=not private, created_by=user)
     source = await bot.sources.add(source)
     audit.warning("Admin %s added source %s (%s %s, %s) in %s", user, source.name, source.type,
-                  source.location, "private" if private else "public", channel)
+                  source.location, "public" if source.public else "restricted", channel)
     await ack(text=f"Added *{source.name}* ({source.type}: {source.location}). Indexing it now; "
               "progress is posted here.", response_type="ephemeral")
     await _queue(bot, client, user, channel, source.name)
+
+
+def _files_source(user: str, channel: str, args: list[str]) -> Source | None:
+    """``add files <#C123|name> [NAME]``: the files shared in that channel; ``add files [NAME]``
+    typed in a DM with the bot: the files shared with it there. Restricted to that conversation
+    (a DM's files stay the user's). None: no conversation given outside a DM."""
+    target = args[0] if args else ""
+    if target.startswith("<#") or re.fullmatch(r"[CG][A-Z0-9]{2,}", target):
+        conversation, _, label = target.strip("<#>").partition("|")
+        rest = args[1:]
+        default = f"files-{label or conversation}"
+    elif channel.startswith("D"):
+        conversation, rest, default = channel, args, f"files-dm-{user}"
+    else:
+        return None
+    return Source(name=rest[0] if rest else default, type="slack_files", location=conversation,
+                  public=False, allowed_channels=(conversation,), created_by=user)
 
 
 async def _queue(bot: SlackBot, client: AsyncWebClient, user: str, channel: str,

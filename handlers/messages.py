@@ -54,6 +54,8 @@ async def handle_message(
     if not is_person_message(event):
         return
     text = event.get("text") or ""
+    if event.get("files") and not question_text(text, bot_user_id):
+        return  # a file shared without a word: not a question (handlers.files may index it)
     channel = event["channel"]
     thread_ts = event.get("thread_ts")
     team = body.get("team_id") or event.get("team")

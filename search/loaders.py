@@ -211,15 +211,10 @@ def make_doc_id(source: str, relative_path: str) -> str:
     return digest[:20]
 
 
-def load_file(path: Path, *, root: Path, source: str, max_bytes: int) -> Document:
-    """Parse one file into a `Document` with Markdown-ish text.
-
-    ``max_bytes`` is the size limit; messages show it in MiB (``LOREBOT_SEARCH__MAX_FILE_MB``
-    times 1024²). Raises `LoadError` with a short reason a user can act on: empty, too large,
-    binary, not UTF-8, corrupt, no text, unsupported type, unreadable.
-    """
-    path = Path(path)
-    ext = path.suffix.lower()
+def check_type(path: Path) -> None:
+    """Raise `LoadError` when `load_file` cannot read this file's format (by extension), so a
+    caller that fetches files (Slack) can skip one before downloading it."""
+    ext = Path(path).suffix.lower()
     if ext in _LEGACY_OFFICE:
         raise LoadError(
             f"old binary {ext} format is not supported; save it as {_LEGACY_OFFICE[ext]}"
@@ -230,6 +225,29 @@ def load_file(path: Path, *, root: Path, source: str, max_bytes: int) -> Documen
             f"unsupported file type {kind}; supported: Markdown, text, HTML, PDF, DOCX, PPTX, "
             "XLSX, CSV, JSON/YAML and similar (exclude it or convert it)"
         )
+
+
+def check_size(size: int, max_bytes: int) -> None:
+    """Raise `LoadError` for an empty file or one over ``max_bytes``."""
+    if size == 0:
+        raise LoadError("empty file")
+    if size > max_bytes:
+        raise LoadError(
+            f"{size / _MB:.1f} MB is over the {max_bytes / _MB:g} MB limit "
+            "(LOREBOT_SEARCH__MAX_FILE_MB)"
+        )
+
+
+def load_file(path: Path, *, root: Path, source: str, max_bytes: int) -> Document:
+    """Parse one file into a `Document` with Markdown-ish text.
+
+    ``max_bytes`` is the size limit; messages show it in MiB (``LOREBOT_SEARCH__MAX_FILE_MB``
+    times 1024²). Raises `LoadError` with a short reason a user can act on: empty, too large,
+    binary, not UTF-8, corrupt, no text, unsupported type, unreadable.
+    """
+    path = Path(path)
+    ext = path.suffix.lower()
+    check_type(path)
     try:
         stat = path.stat()
     except FileNotFoundError as exc:
@@ -241,13 +259,7 @@ def load_file(path: Path, *, root: Path, source: str, max_bytes: int) -> Documen
     if not S_ISREG(stat.st_mode):
         # A named pipe or device would block or never end; only regular files are documents.
         raise LoadError("not a regular file (a pipe, socket or device); exclude it")
-    if stat.st_size == 0:
-        raise LoadError("empty file")
-    if stat.st_size > max_bytes:
-        raise LoadError(
-            f"{stat.st_size / _MB:.1f} MB is over the {max_bytes / _MB:g} MB limit "
-            "(LOREBOT_SEARCH__MAX_FILE_MB)"
-        )
+    check_size(stat.st_size, max_bytes)
     try:
         data = path.read_bytes()
     except PermissionError as exc:

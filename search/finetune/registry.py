@@ -73,6 +73,10 @@ class ModelRegistry:
         stack = self._load()["active"].get(kind) or []
         return self.get(stack[-1]) if stack else None
 
+    def stack(self, kind: str) -> list[str]:
+        """Ids promoted for ``kind``, oldest first: the last is active, rollback pops it."""
+        return list(self._load()["active"].get(kind) or [])
+
     def active_path(self, kind: str) -> Path | None:
         cand = self.active(kind)
         return self.path(cand.id) if cand else None

@@ -30,6 +30,7 @@ class RerankerTraining:
     max_length: int = 256
     max_steps: int | None = None
     seed: int = 13
+    layers: int | None = None  # keep this many of the base model's layers; None: all
 
 
 def training_pairs(examples: Sequence[Example]) -> list[tuple[str, str, float]]:
@@ -70,6 +71,8 @@ def train_reranker(
     finally:
         transformers.logging.set_verbosity(verbosity)
     hf, tok = model.model, model.tokenizer
+    if config.layers is not None:
+        keep_layers(hf, config.layers)
     batches = [pairs[i: i + config.batch_size] for i in range(0, len(pairs), config.batch_size)]
     total = len(batches) * config.epochs
     if config.max_steps is not None:
@@ -107,3 +110,21 @@ def train_reranker(
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(str(out_dir))
     return {"pairs": len(pairs), "steps": step, "final_loss": loss_value}
+
+
+def keep_layers(hf_model, n: int) -> None:
+    """Cut the encoder down to ``n`` of its transformer layers, evenly spaced, last one kept.
+
+    Cost per pair is proportional to the layers, so 3 of MiniLM's 6 rerank twice as fast on a
+    CPU. Spacing them out (as DistilBERT's initialisation does) keeps low- and high-level
+    features both; the saved config records the new depth, so the model loads as it was trained.
+    """
+    import torch
+
+    layers = hf_model.base_model.encoder.layer
+    total = len(layers)
+    if not 1 <= n <= total:
+        raise ValueError(f"reranker layers must be between 1 and {total} for this model, not {n}")
+    picked = sorted({round((i + 1) * total / n) - 1 for i in range(n)})
+    hf_model.base_model.encoder.layer = torch.nn.ModuleList(layers[i] for i in picked)
+    hf_model.config.num_hidden_layers = n

@@ -3,7 +3,8 @@
 What the file holds:
 
 * ``meta``: key/value pairs: schema version, vector dimension, index version (bumped by every
-  committed transaction).
+  committed transaction), and ``embedder``: the embedding model the vectors come from, once an
+  embedder promotion or rollback has re-embedded the file (see ``search.index.sqlite_reembed``).
 * ``documents``: one row per document, enough for the indexer to skip unchanged documents.
 * ``chunks``: one row per chunk: the original text, the heading path (JSON) and the vector blob.
 * ``chunks_fts``: FTS5 over title, headings and text, sharing rowids with ``chunks``. It holds a
@@ -19,6 +20,12 @@ writer, used only inside ``transaction()``, and a reader for searches. In WAL mo
 the last committed snapshot, so searches during a long reindex keep answering from the previous
 index, in this process and in every other one, and a process killed mid-transaction leaves only
 uncommitted WAL frames behind, which SQLite ignores.
+
+Embedding model: an index opened with ``embedder_model`` (the model this process embeds with)
+never pairs its query vectors with another model's chunk vectors. When ``meta.embedder`` names
+another model (another process promoted or rolled back the embedder and re-embedded the file),
+k-NN answers nothing (hybrid search falls back to BM25) and a write that would leave vectors of
+two models in the file is refused, until the process restarts with the active model.
 """
 
 from __future__ import annotations
@@ -168,10 +175,13 @@ class SqliteIndex:
         headings_weight: float = 1.5,
         text_weight: float = 1.0,
         lock_timeout_s: float = 30.0,
+        embedder_model: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.weights = (float(title_weight), float(headings_weight), float(text_weight))
         self.lock_timeout_s = lock_timeout_s
+        self.embedder_model = embedder_model
+        self._warned_model: str | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
@@ -449,6 +459,7 @@ class SqliteIndex:
                 "was written, run the reindex again"
             )
         try:
+            self._check_embedder_sync(conn, tx)
             conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'version'")
             conn.execute("COMMIT")
         except BaseException:
@@ -460,6 +471,52 @@ class SqliteIndex:
         vectors = self._vectors
         if vectors is not None and vectors.version == tx.base_version:
             vectors.apply(tx.delta, tx.base_version + 1, tx.dim)
+
+    def _check_embedder_sync(self, conn: sqlite3.Connection, tx: _Transaction) -> None:
+        """Refuse to commit vectors of our model into a file pinned to another one.
+
+        Allowed when this transaction rewrote every chunk (a full reindex with a new model):
+        the pin then moves to our model.
+        """
+        if self.embedder_model is None or not tx.delta.added:
+            return
+        pinned = self._stored_embedder(conn)
+        if pinned is None or pinned == self.embedder_model:
+            return
+        (chunks,) = conn.execute("SELECT COUNT(*) FROM chunks").fetchone()
+        if chunks > len(tx.delta.added):
+            raise IndexStoreError(
+                f"index {self.path} holds vectors of the embedding model {pinned!r}, but this "
+                f"process embeds with {self.embedder_model!r}: writing would mix two models' "
+                "vectors, so nothing was written. If the active embedder changed (`lorebot "
+                "finetune embedder` or `lorebot models`), restart lorebot so it loads it; if "
+                "you changed LOREBOT_SEARCH__EMBEDDING_MODEL, delete the index and reindex."
+            )
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('embedder', ?)",
+            (self.embedder_model,),
+        )
+
+    @staticmethod
+    def _stored_embedder(conn: sqlite3.Connection) -> str | None:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'embedder'").fetchone()
+        return row[0] if row else None
+
+    def _foreign_vectors(self, conn: sqlite3.Connection) -> bool:
+        """True when the file's vectors come from another model than our query vectors."""
+        if self.embedder_model is None:
+            return False
+        pinned = self._stored_embedder(conn)
+        if pinned is None or pinned == self.embedder_model:
+            return False
+        if self._warned_model != pinned:
+            self._warned_model = pinned
+            logger.warning(
+                "index %s was re-embedded with %s, but this process embeds queries with %s: "
+                "dense search is off (BM25 only) until lorebot restarts with the active model",
+                self.path, pinned, self.embedder_model,
+            )
+        return True
 
     def _rollback_sync(self) -> None:
         if self._writer is not None and self._writer.in_transaction:
@@ -648,6 +705,9 @@ class SqliteIndex:
 
     def _knn_sync(self, query: np.ndarray, k: int, sources: list[str] | None) -> list[Hit]:
         def run(conn: sqlite3.Connection) -> list[Hit]:
+            # Checked in the same read transaction as the vectors: never another model's.
+            if self._foreign_vectors(conn):
+                return []
             vectors = self._fresh_vectors()
             if vectors.dim is None or not len(vectors.rowids):
                 return []

@@ -144,7 +144,7 @@ async def test_a_locked_source_waits_for_the_lock(client):
 
 async def test_a_failing_job_is_reported_and_the_worker_goes_on(client):
     reg = SourceRegistry(client)
-    await reg.add(Source("broken", "slack_files", "x"))
+    await reg.add(Source("broken", "slack_files", "C0FILES"))
     queue = JobQueue(client)
 
     async def run(source, progress):
@@ -159,7 +159,9 @@ async def test_a_failing_job_is_reported_and_the_worker_goes_on(client):
     done = await wait_for(queue, job.id, 10)
     stop.set()
     await task
-    assert done.state == "failed" and "cannot be indexed yet" in done.error
+    # A Slack source without the bot's Web API client (no bot token): a clear reason.
+    assert done.state == "failed" and "without a Slack bot token" in done.error
+    assert "LOREBOT_SLACK__BOT_TOKEN" in done.error
     assert (await reg.require("broken")).last_error == done.error
 
 

@@ -12,6 +12,11 @@ Behaviour is scripted with a queue of :class:`Reply` objects, consumed one per r
 text, an HTTP error status with headers such as ``Retry-After``, a delay, a dropped connection, a
 stream cut after a few deltas). When the queue is empty the ``responder`` function of the request's
 messages decides the answer text. Every request body is recorded in :attr:`FakeOpenAI.requests`.
+
+Fine-tuning is faked too: ``POST /v1/files`` (a multipart upload, recorded with its form fields
+and the file's text as ``content``) and ``POST /v1/fine_tuning/jobs``; both always succeed.
+:class:`ThreadedFakeOpenAI` serves from a thread of its own, for code that runs its own event
+loop (the CLI's ``asyncio.run``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -105,6 +111,10 @@ class FakeOpenAI:
     def request_count(self) -> int:
         return len(self.requests)
 
+    def requests_to(self, path: str) -> list[RecordedRequest]:
+        """The recorded requests to one endpoint, e.g. ``/v1/files``."""
+        return [r for r in self.requests if r.path == path]
+
     @property
     def base_url(self) -> str:
         if self._port is None:
@@ -116,6 +126,8 @@ class FakeOpenAI:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat_completions)
+        app.router.add_post("/v1/files", self._files)
+        app.router.add_post("/v1/fine_tuning/jobs", self._fine_tuning_jobs)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -160,6 +172,31 @@ class FakeOpenAI:
         if body.get("stream"):
             return await self._stream(request, text, model, reply)
         return web.json_response(_completion(text, model), headers=dict(reply.headers))
+
+    async def _files(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        upload = form["file"]
+        content = upload.file.read().decode("utf-8")
+        body = {"purpose": form.get("purpose"), "filename": upload.filename, "content": content}
+        self.requests.append(RecordedRequest(request.path, dict(request.headers), body))
+        n = len(self.requests_to(request.path))
+        return web.json_response({
+            "id": f"file-fake-{n}", "object": "file", "bytes": len(content.encode()),
+            "created_at": int(time.time()), "filename": upload.filename,
+            "purpose": body["purpose"], "status": "processed",
+        })
+
+    async def _fine_tuning_jobs(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append(RecordedRequest(request.path, dict(request.headers), body))
+        n = len(self.requests_to(request.path))
+        return web.json_response({
+            "id": f"ftjob-fake-{n}", "object": "fine_tuning.job", "created_at": int(time.time()),
+            "model": body.get("model"), "training_file": body.get("training_file"),
+            "validation_file": None, "status": "validating_files", "fine_tuned_model": None,
+            "finished_at": None, "error": None, "hyperparameters": {"n_epochs": "auto"},
+            "organization_id": "org-fake", "result_files": [], "seed": 0, "trained_tokens": None,
+        })
 
     async def _stream(
         self, request: web.Request, text: str, model: str, reply: Reply
@@ -217,6 +254,35 @@ def _chunk(model: str, delta: dict[str, Any], finish_reason: str | None = None) 
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason,
                      "logprobs": None}],
     }
+
+
+class ThreadedFakeOpenAI:
+    """A :class:`FakeOpenAI` serving from its own event loop on a daemon thread::
+
+        with ThreadedFakeOpenAI() as server:
+            main(["ask", ...])  # the CLI runs asyncio.run() itself
+    """
+
+    def __init__(self) -> None:
+        self.server = FakeOpenAI()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def _call(self, coro) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
+
+    def __enter__(self) -> FakeOpenAI:
+        self._thread.start()
+        self._call(self.server.start())
+        return self.server
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._call(self.server.stop())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+            self._loop.close()
 
 
 @pytest.fixture

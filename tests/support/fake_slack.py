@@ -11,7 +11,10 @@ Every call is recorded (:attr:`FakeSlack.calls`) and answered as Slack would: me
 increasing ``ts`` values and are kept per channel, so ``chat.update``, the streaming methods and
 ``conversations.replies`` see them. A wrong token gets ``invalid_auth``; :meth:`FakeSlack.fail`
 scripts errors for a method; channels in :attr:`FakeSlack.closed_channels` answer
-``not_in_channel``. ``response_url`` posts (``respond()`` in bolt) land in :attr:`responses`. Socket Mode works
+``not_in_channel``. ``response_url`` posts (``respond()`` in bolt) land in :attr:`responses`.
+Files: :meth:`FakeSlack.share_file` puts a file in a conversation; ``files.list`` lists them
+(paged) and ``GET /files-pri/…`` serves them only with the bot token, as Slack does: no token gets
+the HTML sign-in page, a wrong one 403 (downloads land in :attr:`downloads`). Socket Mode works
 too: ``apps.connections.open`` (with the app token) hands out a WebSocket on the fake, which
 greets with ``hello``; :meth:`FakeSlack.push_event` sends an envelope and the client's acks
 land in :attr:`socket_acks`.
@@ -65,6 +68,44 @@ class Call:
 
 
 @dataclass
+class SharedFile:
+    """A file shared in a conversation. ``serve``: what a download with the right token gets:
+    ``file`` (the bytes), ``html`` (the sign-in page, as for a token without files:read) or
+    ``missing`` (404, deleted meanwhile)."""
+
+    id: str
+    channel: str
+    name: str
+    data: bytes
+    title: str
+    filetype: str
+    mimetype: str
+    user: str
+    created: int
+    mode: str = "hosted"
+    serve: str = "file"
+    size: int | None = None  # what files.list says; the real size when None
+
+    def as_slack(self, base_url: str) -> dict[str, Any]:
+        url = f"{base_url}/files-pri/{TEAM_ID}-{self.id}/{self.name}"
+        download = f"{base_url}/files-pri/{TEAM_ID}-{self.id}/download/{self.name}"
+        return {
+            "id": self.id, "created": self.created, "timestamp": self.created, "name": self.name,
+            "title": self.title, "mimetype": self.mimetype, "filetype": self.filetype,
+            "user": self.user, "mode": self.mode, "is_external": self.mode == "external",
+            "size": len(self.data) if self.size is None else self.size,
+            "url_private": url, "url_private_download": download,
+            "permalink": f"https://lorebot-test.slack.com/files/{self.user}/{self.id}/{self.name}",
+            "channels": [self.channel] if self.channel.startswith("C") else [],
+            "ims": [self.channel] if self.channel.startswith("D") else [],
+        }
+
+
+SIGN_IN_PAGE = (b"<!DOCTYPE html><html><head><title>Slack</title></head><body>"
+                b"<h1>Sign in to Slack</h1></body></html>")
+
+
+@dataclass
 class Message:
     """A message as the fake keeps it (the final state after updates and streaming)."""
 
@@ -101,6 +142,10 @@ class FakeSlack:
         self.ephemeral: list[dict[str, Any]] = []
         self.responses: list[dict[str, Any]] = []  # response_url posts
         self.closed_channels: set[str] = set()
+        self.files: dict[str, SharedFile] = {}  # by id
+        self.files_page_size: int | None = None  # smaller pages than asked for (paging tests)
+        self.downloads: list[tuple[str, str | None]] = []  # (file id, bearer token)
+        self._file_ids = itertools.count(1)
         self._failures: dict[str, deque[str]] = defaultdict(deque)
         self._ts = itertools.count(1)
         self._changed = asyncio.Condition()
@@ -127,6 +172,7 @@ class FakeSlack:
         app.router.add_post("/api/{method}", self._api)
         app.router.add_post("/response/{name}", self._response)
         app.router.add_get("/socket", self._socket)
+        app.router.add_get("/files-pri/{team_file}/{rest:.*}", self._download)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
@@ -168,6 +214,18 @@ class FakeSlack:
                          thread_ts: str | None = None) -> None:
         """Record a person's message, so ``conversations.replies`` can return it."""
         self.messages[ts] = Message(channel, ts, text, thread_ts=thread_ts, user=user, bot_id=None)
+
+    def share_file(self, channel: str, name: str, data: bytes, *, title: str | None = None,
+                   filetype: str | None = None, mimetype: str = "application/octet-stream",
+                   user: str = "U0BOB", **kw: Any) -> SharedFile:
+        """Share a file in ``channel``; returns it (``as_slack(fake.base_url)``: the listing)."""
+        number = next(self._file_ids)
+        file = SharedFile(
+            id=f"F{number:07d}", channel=channel, name=name, data=data, title=title or name,
+            filetype=filetype or (name.rsplit(".", 1)[-1].lower() if "." in name else "binary"),
+            mimetype=mimetype, user=user, created=1_700_000_000 + number, **kw)
+        self.files[file.id] = file
+        return file
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
         """Wait until ``predicate()`` is truthy (re-checked after every call, and every 50 ms for
@@ -308,6 +366,38 @@ class FakeSlack:
         message.blocks = _blocks(args.get("blocks"))
         message.streaming = False
         return {"channel": message.channel, "ts": message.ts, "message": message.as_slack()}
+
+    def _files_list(self, args: dict) -> dict:
+        channel = args.get("channel")
+        found = sorted((f for f in self.files.values() if channel in (None, f.channel)),
+                       key=lambda f: f.created, reverse=True)  # newest first, as Slack
+        count = int(args.get("count") or 100)
+        if self.files_page_size:
+            count = min(count, self.files_page_size)
+        page = int(args.get("page") or 1)
+        pages = max(1, -(-len(found) // count))
+        shown = found[(page - 1) * count: page * count]
+        return {"files": [f.as_slack(self.base_url) for f in shown],
+                "paging": {"count": count, "total": len(found), "page": page, "pages": pages}}
+
+    async def _download(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["team_file"].removeprefix(f"{TEAM_ID}-")
+        token = _bearer(request)
+        self.downloads.append((file_id, token))
+        try:
+            file = self.files.get(file_id)
+            if token is None:  # Slack answers a request without a token with its sign-in page
+                return web.Response(body=SIGN_IN_PAGE, content_type="text/html")
+            if token != self.token:
+                return web.Response(status=403, text="Forbidden")
+            if file is None or file.serve == "missing":
+                return web.Response(status=404, text="Not Found")
+            if file.serve == "html":
+                return web.Response(body=SIGN_IN_PAGE, content_type="text/html")
+            return web.Response(body=file.data, content_type=file.mimetype)
+        finally:
+            async with self._changed:
+                self._changed.notify_all()
 
     def _conversations_replies(self, args: dict) -> dict:
         ts = args["ts"]
