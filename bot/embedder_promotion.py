@@ -96,7 +96,7 @@ async def promote_embedder(settings: Settings, registry, candidate_id: str, *,
         await asyncio.to_thread(
             copy_index, path, registry.path(candidate_id) / PREVIOUS_DIR / copy_name(path),
             meta={"embedder": pinned or current, "origin": str(path.resolve())})
-        await _reembed(settings, registry, path, target, say)
+        await _reembed(settings, registry, path, target, say, previous=pinned or current)
     return registry.promote(candidate_id)
 
 
@@ -107,11 +107,12 @@ async def rollback_embedder(settings: Settings, registry, say=None):
     if not stack:
         raise CliError("no active embedder to roll back; the base model is in use")
     target = model_id(settings, registry, stack[-2] if len(stack) > 1 else None)
+    current = model_id(settings, registry, stack[-1])
     from search.index.sqlite_reembed import stored_embedder
 
     for path in _following_indexes(settings, registry, ()):
-        if stored_embedder(path) != target:
-            await _reembed(settings, registry, path, target, say)
+        if (pinned := stored_embedder(path)) != target:
+            await _reembed(settings, registry, path, target, say, previous=pinned or current)
     return registry.rollback("embedder")
 
 
@@ -147,7 +148,14 @@ def _vector_sources(registry, index_path: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)  # newest first
 
 
-async def _reembed(settings: Settings, registry, path: Path, target: str, say) -> None:
+async def _reembed(settings: Settings, registry, path: Path, target: str, say, *,
+                   previous: str) -> None:
+    """Re-embed ``path`` with ``target``; ``previous``: the model its vectors are of now.
+
+    The file keeps its content hashes, which name the model they were computed with: the
+    re-embed records ``previous`` as that model (once), so the next reindex with ``target``
+    re-embeds nothing unchanged (``search.index.sqlite_reembed``).
+    """
     from search.embedding import SentenceTransformerEmbedder
     from search.index.sqlite_reembed import reembed
     from search.models_runtime import run_model
@@ -155,7 +163,7 @@ async def _reembed(settings: Settings, registry, path: Path, target: str, say) -
     s = settings.search
     embedder = SentenceTransformerEmbedder(target, device=s.device, batch_size=s.embed_batch_size)
     summary = await run_model(reembed, path, embedder.encode, target,
-                              reuse=_vector_sources(registry, path))
+                              reuse=_vector_sources(registry, path), previous_model=previous)
     (say or _stderr)(f"re-embedded {path}: {summary.chunks} chunks, {summary.reused} vectors "
                      f"reused, {summary.embedded} embedded ({summary.seconds:.1f} s)")
 

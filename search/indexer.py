@@ -48,7 +48,10 @@ class Indexer:
         self.batch_chunks = batch_chunks
         self._chunker = None
         # Stored hashes cover the chunking and the model too: changing either re-embeds everything.
-        self.fingerprint = f"{embedder.model_id}|{chunk_tokens}|{chunk_overlap}"
+        self.fingerprint = self._fingerprint(embedder.model_id)
+
+    def _fingerprint(self, hash_model: str) -> str:
+        return f"{hash_model}|{self.chunk_tokens}|{self.chunk_overlap}"
 
     @property
     def chunker(self):
@@ -58,8 +61,20 @@ class Indexer:
             self._chunker = Chunker(self.embedder.tokenizer, self.chunk_tokens, self.chunk_overlap)
         return self._chunker
 
-    def stored_hash(self, document: Document) -> str:
-        return content_hash(document.content_hash, self.fingerprint)
+    def stored_hash(self, document: Document, fingerprint: str | None = None) -> str:
+        return content_hash(document.content_hash, fingerprint or self.fingerprint)
+
+    async def _run_fingerprint(self) -> str:
+        """The fingerprint the index's stored hashes use for our model.
+
+        After an embedder promotion or rollback re-embedded the index, its vectors are our
+        model's but its hashes still name the model before: an index that can prove it (the
+        SQLite one, ``hash_model_for``) says which, and unchanged documents stay unchanged.
+        Other backends do not need to know: their hashes always name our model.
+        """
+        hash_model_for = getattr(self.index, "hash_model_for", None)
+        hash_model = await hash_model_for(self.embedder.model_id) if hash_model_for else None
+        return self._fingerprint(hash_model) if hash_model else self.fingerprint
 
     async def index_documents(
         self,
@@ -77,6 +92,9 @@ class Indexer:
         """
         started = time.perf_counter()
         stored = await self.index.documents(source)
+        # One fingerprint for the whole run, to compare and to write: a file's hashes all name
+        # one model.
+        fingerprint = await self._run_fingerprint()
         counts = {"added": 0, "updated": 0, "unchanged": 0, "chunks": 0}
         failed: list[LoadFailure] = []
         seen: set[str] = set()
@@ -96,7 +114,8 @@ class Indexer:
             iterator = iter(items)
             batch = _Batch()
             while True:
-                step = await asyncio.to_thread(self._next_prepared, iterator, stored)
+                step = await asyncio.to_thread(self._next_prepared, iterator, stored,
+                                               fingerprint)
                 if step is None:
                     break
                 item, chunks = step
@@ -131,7 +150,8 @@ class Indexer:
                 for doc, chunks, is_new in batch.docs:
                     rows = vectors[offset : offset + len(chunks)]
                     offset += len(chunks)
-                    stored_doc = dataclasses.replace(doc, content_hash=self.stored_hash(doc))
+                    stored_doc = dataclasses.replace(
+                        doc, content_hash=self.stored_hash(doc, fingerprint))
                     await writer.upsert(stored_doc, chunks, np.ascontiguousarray(rows))
                     counts["added" if is_new else "updated"] += 1
                     counts["chunks"] += len(chunks)
@@ -163,13 +183,13 @@ class Indexer:
             failed=tuple(failed),
         )
 
-    def _next_prepared(self, iterator: Iterator, stored: dict):
+    def _next_prepared(self, iterator: Iterator, stored: dict, fingerprint: str):
         """Next item with its chunks: None for an unchanged document; runs on a worker thread."""
         item = next(iterator, None)
         if item is None or isinstance(item, LoadFailure):
             return None if item is None else (item, None)
         previous = stored.get(item.doc_id)
-        if previous is not None and previous.content_hash == self.stored_hash(item):
+        if previous is not None and previous.content_hash == self.stored_hash(item, fingerprint):
             return item, None
         return item, self.chunker.chunk(item)
 

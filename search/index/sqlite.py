@@ -4,7 +4,10 @@ What the file holds:
 
 * ``meta``: key/value pairs: schema version, vector dimension, index version (bumped by every
   committed transaction), and ``embedder``: the embedding model the vectors come from, once an
-  embedder promotion or rollback has re-embedded the file (see ``search.index.sqlite_reembed``).
+  embedder promotion or rollback has re-embedded the file (see ``search.index.sqlite_reembed``),
+  and ``hash_model``: the model id the stored content hashes were computed with, recorded by the
+  first re-embed (which keeps the hashes), so the indexer still finds unchanged documents
+  unchanged after the switch (see ``hash_model_for``).
 * ``documents``: one row per document, enough for the indexer to skip unchanged documents.
 * ``chunks``: one row per chunk: the original text, the heading path (JSON) and the vector blob.
 * ``chunks_fts``: FTS5 over title, headings and text, sharing rowids with ``chunks``. It holds a
@@ -279,6 +282,18 @@ class SqliteIndex:
         """The index version: the number of transactions ever committed to this file."""
         return await self._call(self._version_sync)
 
+    async def hash_model_for(self, model_id: str) -> str | None:
+        """The model id to compute stored content hashes with, for an indexer embedding with
+        ``model_id``; None: use ``model_id`` itself.
+
+        Not part of the index protocol (the indexer asks only if the backend has it). After a
+        re-embed the vectors are of a new model but the hashes still carry the old one: they
+        stay valid for an indexer with the new model only because ``meta.embedder`` proves the
+        vectors are its own. Any other model gets None, so a model changed in the settings (no
+        re-embed) still sees every document as changed.
+        """
+        return await self._call(self._hash_model_sync, model_id)
+
     # ---- plumbing ----------------------------------------------------------------------------
 
     async def _ready(self) -> None:
@@ -496,11 +511,19 @@ class SqliteIndex:
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('embedder', ?)",
             (self.embedder_model,),
         )
+        # This transaction rewrote every chunk, by an indexer the file gave no hash model (the
+        # vectors were another model's): the hashes carry our model id, the default.
+        conn.execute("DELETE FROM meta WHERE key = 'hash_model'")
 
     @staticmethod
     def _stored_embedder(conn: sqlite3.Connection) -> str | None:
         row = conn.execute("SELECT value FROM meta WHERE key = 'embedder'").fetchone()
         return row[0] if row else None
+
+    def _hash_model_sync(self, model_id: str) -> str | None:
+        values = dict(self._reader.execute(
+            "SELECT key, value FROM meta WHERE key IN ('embedder', 'hash_model')"))
+        return values.get("hash_model") if values.get("embedder") == model_id else None
 
     def _foreign_vectors(self, conn: sqlite3.Connection) -> bool:
         """True when the file's vectors come from another model than our query vectors."""

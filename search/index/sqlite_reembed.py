@@ -20,6 +20,11 @@ copy of the previous vectors kept for rollback); a chunk takes its vector when t
 the same chunk id with the same title, headings and text. Chunks no source covers are embedded
 before the write transaction starts; the few that changed meanwhile are embedded inside it.
 
+The stored content hashes are kept too, and they carry the model id they were computed with
+(``search.indexer``): the first re-embed of a file records that id as ``meta.hash_model``, so
+the next reindex with the new model finds unchanged documents unchanged instead of embedding
+the whole corpus again (``SqliteIndex.hash_model_for``).
+
 Everything here is synchronous and runs on the calling thread: call it through
 ``search.models_runtime.run_model`` (the encoder runs the model).
 """
@@ -98,6 +103,7 @@ def reembed(
     model_id: str,
     *,
     reuse: Sequence[Path] = (),
+    previous_model: str | None = None,
     batch_size: int = 256,
     busy_timeout_s: float = 120.0,
     progress: Progress | None = None,
@@ -105,8 +111,10 @@ def reembed(
     """Give every chunk of the index at ``path`` a vector of ``model_id``, in one transaction.
 
     ``reuse``: index files whose vectors are of ``model_id`` already (checked: a file whose
-    ``meta.embedder`` is another model is skipped). ``progress(done, total)`` counts the
-    chunks embedded before the write transaction.
+    ``meta.embedder`` is another model is skipped). ``previous_model``: the model that built
+    the file, when it records none (``meta.embedder``): the content hashes were computed with
+    it (see ``_record_hash_model``). ``progress(done, total)`` counts the chunks embedded
+    before the write transaction.
     """
     started = time.perf_counter()
     sources = [p for p in reuse if _usable_source(p, model_id)]
@@ -131,6 +139,7 @@ def reembed(
                 "reindex running?); try again when it is done"
             ) from exc
         try:
+            _record_hash_model(conn, previous_model)
             summary = _switch(conn, encode, model_id, len(sources), ahead, batch_size)
             conn.execute("COMMIT")
         except BaseException:
@@ -180,6 +189,23 @@ def _switch(conn, encode, model_id, n_sources, ahead, batch_size) -> tuple[int, 
     conn.execute("DELETE FROM temp.new_vectors")
     (chunks,) = conn.execute("SELECT COUNT(*) FROM main.chunks").fetchone()
     return reused, len(rows), chunks
+
+
+def _record_hash_model(conn, previous_model: str | None) -> None:
+    """Record, once, the model id the file's stored content hashes were computed with.
+
+    Later re-embeds keep it (they keep the hashes). Before the first one, the model of the
+    vectors made the hashes: ``meta.embedder`` if the file names it, else the caller's
+    ``previous_model``. A wrong guess costs only work, never a stale vector: hashes that do
+    not match count as changed and are re-embedded.
+    """
+    meta = dict(conn.execute(
+        "SELECT key, value FROM main.meta WHERE key IN ('embedder', 'hash_model')"))
+    if "hash_model" in meta:
+        return
+    if made_with := meta.get("embedder") or previous_model:
+        conn.execute("INSERT INTO main.meta (key, value) VALUES ('hash_model', ?)",
+                     (made_with,))
 
 
 def _match(n: int) -> str:

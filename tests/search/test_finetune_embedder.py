@@ -4,9 +4,11 @@ through one transaction readers never see half-done, and readers never mixing tw
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import random
+import shutil
 import sqlite3
 import threading
 from types import SimpleNamespace
@@ -204,11 +206,12 @@ async def test_gate_refuses_bad_candidate_force_promotes_reembeds_and_rollback_r
     await services.close()
     reg.rollback("adapter")
 
-    # `lorebot eval` uses the active embedder: its index is re-embedded by the indexer.
+    # `lorebot eval` uses the active embedder, and its index, re-embedded at promotion, counts
+    # as unchanged: nothing is embedded twice.
     eval_args = SimpleNamespace(dataset=tiny_beir, questions=None, split="train", mode="dense",
                                 max_queries=2, json=None)
     assert await run_eval(eval_args, settings) == 0
-    assert "0 added, 8 updated, 0 unchanged" in capsys.readouterr().err
+    assert "0 added, 0 updated, 8 unchanged" in capsys.readouterr().err
     _assert_vectors_of(gate_index, cand)
 
     # 3. Rollback: the previous vectors come back with the previous model, in every index.
@@ -333,3 +336,158 @@ async def test_open_readers_never_pair_query_and_chunk_vectors_of_two_models(tmp
     assert _same_vectors(_stored(path), before) and _pin(path) == new.model_id
     await old_reader.close()
     await new_reader.close()
+
+
+# --- reindexing after a promotion or rollback ----------------------------------------------------
+# A re-embed keeps the stored content hashes, which name the model they were computed with; the
+# file records that model (meta.hash_model), so the next reindex re-embeds only what changed.
+
+
+def _hashes(path) -> dict[str, str]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return dict(conn.execute("SELECT doc_id, content_hash FROM documents"))
+    finally:
+        conn.close()
+
+
+def _meta(path) -> dict:
+    from search.index.sqlite_reembed import read_meta
+
+    return read_meta(path)
+
+
+def _edited(docs, doc_id, text):
+    return [dataclasses.replace(d, text=text, content_hash=content_hash(d.title, text))
+            if d.doc_id == doc_id else d for d in docs]
+
+
+async def _reindex(settings, docs, model):
+    from bot.wiring import build_services
+
+    async with build_services(settings, with_llm=False) as services:
+        assert services.embedder.model_id == model
+        return await services.indexer.index_documents("kb", docs)
+
+
+@pytest.mark.slow
+async def test_reindex_after_promotion_and_rollback_embeds_only_what_changed(data_dir,
+                                                                             other_model):
+    from bot.embedder_promotion import promote_embedder, rollback_embedder
+    from bot.settings import Settings
+    from bot.wiring import model_registry
+    from search.embedding import SentenceTransformerEmbedder
+    from search.finetune.registry import Candidate
+
+    settings = Settings(_env_file=None)
+    live, docs, n = settings.index_path, _docs(), len(TOPICS)
+    first = await _reindex(settings, docs, BASE)
+    assert first.added == n
+    base_hashes = _hashes(live)
+    reg = model_registry(settings)
+    shutil.copytree(other_model.path, reg.path("embedder-1"))  # the 1-step candidate
+    reg.register(Candidate(id="embedder-1", kind="embedder", base_model=BASE, data_digest="d"))
+    await promote_embedder(settings, reg, "embedder-1", say=lambda _: None)
+    cand_id = str(reg.path("embedder-1").resolve())
+    cand = SentenceTransformerEmbedder(cand_id)
+    assert _pin(live) == cand_id and _meta(live)["hash_model"] == BASE
+    assert _hashes(live) == base_hashes  # the re-embed kept them
+
+    # Same content, the promoted model: nothing is embedded again.
+    same = await _reindex(settings, docs, cand_id)
+    assert (same.added, same.updated, same.unchanged, same.chunks) == (0, 0, n, 0)
+    promoted = _stored(live)
+    _assert_vectors_of(live, cand)
+    # A changed document is embedded with the promoted model, and only that one.
+    docs = _edited(docs, "kb:vpn", "The VPN client is now WireGuard; install it from the portal.")
+    changed = await _reindex(settings, docs, cand_id)
+    assert (changed.updated, changed.unchanged, changed.chunks) == (1, n - 1, 1)
+    after = _stored(live)
+    assert _same_vectors({c: v for c, v in after.items() if not c.startswith("kb:vpn")},
+                         {c: v for c, v in promoted.items() if not c.startswith("kb:vpn")})
+    _assert_vectors_of(live, cand)
+    # ... with a hash of the same recorded model, so it too stays unchanged next time.
+    again = await _reindex(settings, docs, cand_id)
+    assert (again.unchanged, again.chunks) == (n, 0)
+
+    # Rollback: the previous vectors come back (the edited chunk embedded by the base model),
+    # and the next reindex embeds nothing again.
+    await rollback_embedder(settings, reg, say=lambda _: None)
+    base = SentenceTransformerEmbedder(BASE)
+    assert _pin(live) == BASE and _meta(live)["hash_model"] == BASE
+    _assert_vectors_of(live, base)
+    same = await _reindex(settings, docs, BASE)
+    assert (same.added, same.updated, same.unchanged, same.chunks) == (0, 0, n, 0)
+    docs = _edited(docs, "kb:parking", "Parking permits are issued by reception, not facilities.")
+    changed = await _reindex(settings, docs, BASE)
+    assert (changed.updated, changed.unchanged, changed.chunks) == (1, n - 1, 1)
+    _assert_vectors_of(live, base)
+    # The base model's hashes again: what this file held before the promotion.
+    assert {d: h for d, h in _hashes(live).items() if d not in ("kb:vpn", "kb:parking")} == {
+        d: h for d, h in base_hashes.items() if d not in ("kb:vpn", "kb:parking")}
+
+
+@pytest.mark.slow
+async def test_a_model_changed_by_hand_still_reembeds_everything(tmp_path, other_model):
+    from search.embedding import SentenceTransformerEmbedder
+    from search.index.sqlite import SqliteIndex
+    from search.index.sqlite_reembed import reembed
+    from search.indexer import Indexer
+    from search.models_runtime import run_model
+
+    base, n = SentenceTransformerEmbedder(BASE), len(TOPICS)
+
+    async def index_with(path, model):
+        async with SqliteIndex(path, embedder_model=model.model_id) as index:
+            return await Indexer(index, model).index_documents("kb", _docs())
+
+    # A file never re-embedded, then LOREBOT_SEARCH__EMBEDDING_MODEL changed: all re-embedded.
+    plain = tmp_path / "plain.sqlite3"
+    await index_with(plain, base)
+    summary = await index_with(plain, other_model)
+    assert (summary.updated, summary.unchanged) == (n, 0)
+    _assert_vectors_of(plain, other_model)
+
+    # A re-embedded file (vectors of `other`, hashes of the base model), then a third model by
+    # hand (same weights under another name, so a real model): its hashes name the base model,
+    # its vectors are not the third model's: all re-embedded, and the file is its own again.
+    promoted = tmp_path / "promoted.sqlite3"
+    await index_with(promoted, base)
+    await run_model(reembed, promoted, other_model.encode, other_model.model_id,
+                    previous_model=BASE)
+    assert _meta(promoted)["hash_model"] == BASE
+    third_dir = tmp_path / "third-model"
+    shutil.copytree(other_model.path, third_dir)
+    third = SentenceTransformerEmbedder(str(third_dir))
+    summary = await index_with(promoted, third)
+    assert (summary.updated, summary.unchanged) == (n, 0)
+    assert _pin(promoted) == third.model_id and "hash_model" not in _meta(promoted)
+    again = await index_with(promoted, third)
+    assert (again.unchanged, again.chunks) == (n, 0)
+
+
+@pytest.mark.slow
+async def test_an_index_without_the_new_meta_keeps_its_hashes_valid(tmp_path, other_model):
+    from search.embedding import SentenceTransformerEmbedder
+    from search.index.sqlite import SqliteIndex
+    from search.index.sqlite_reembed import reembed
+    from search.indexer import Indexer
+    from search.models_runtime import run_model
+
+    base, n, path = SentenceTransformerEmbedder(BASE), len(TOPICS), tmp_path / "index.sqlite3"
+    async with SqliteIndex(path, embedder_model=BASE) as index:
+        await Indexer(index, base).index_documents("kb", _docs())
+        # The hashes are exactly what files built before hash_model existed hold (model id,
+        # chunk tokens and overlap), so those files need no re-embedding on upgrade.
+        assert _hashes(path) == {d.doc_id: content_hash(d.content_hash, f"{BASE}|220|32")
+                                 for d in _docs()}
+        assert not {"embedder", "hash_model"} & _meta(path).keys()
+        summary = await Indexer(index, base).index_documents("kb", _docs())
+    assert (summary.unchanged, summary.chunks) == (n, 0)
+
+    # A file promoted before this change (pinned to its new model, no hash_model): the next
+    # re-embed takes the pinned model as the hashes' model, not the caller's guess.
+    await run_model(reembed, path, other_model.encode, other_model.model_id)
+    assert _pin(path) == other_model.model_id and "hash_model" not in _meta(path)
+    await run_model(reembed, path, base.encode, BASE, previous_model="some-other-model")
+    assert _meta(path)["hash_model"] == other_model.model_id
