@@ -58,7 +58,7 @@ def add_parser(sub) -> None:
     q.add_argument("--json", action="store_true")
     q.set_defaults(handler=cmd_sources_reindex)
 
-    p = sub.add_parser("worker", help="run reindex jobs from the queue until stopped")
+    p = sub.add_parser("worker", help="run reindex and training jobs from the queue until stopped")
     p.set_defaults(handler=cmd_worker)
 
 
@@ -265,7 +265,8 @@ async def cmd_worker(args) -> int:
     async with _redis(settings) as client, build_services(settings, with_llm=False) as services:
         stop = asyncio.Event()
         task = asyncio.create_task(run_worker(settings, services, client, stop))
-        print("lorebot worker is running reindex jobs. Ctrl-C stops.", file=sys.stderr)
+        print("lorebot worker is running reindex and training jobs. Ctrl-C stops.",
+              file=sys.stderr)
         try:
             await _until_stopped()
         finally:
@@ -276,7 +277,9 @@ async def cmd_worker(args) -> int:
 
 async def run_worker(settings, services, client, stop: asyncio.Event, *, slack_client=None,
                      worker_id: str | None = None) -> None:
-    """One worker on ``client``'s queue until ``stop``; reports to Slack when it can."""
+    """One worker on ``client``'s queue until ``stop``; reports to Slack when it can. It runs
+    reindex jobs and training jobs (`/lorebot finetune`, bot.finetune_jobs)."""
+    from bot.finetune_jobs import training_runner
     from bot.jobs import SlackNotifier, Worker, index_source
     from bot.sources import SourceRegistry
 
@@ -296,6 +299,7 @@ async def run_worker(settings, services, client, stop: asyncio.Event, *, slack_c
         lambda src, progress: index_source(services, src, progress, slack_client=slack_client),
         notifier=notifier, worker_id=worker_id,
         progress_interval_s=settings.sources.progress_interval_s,
+        run_training=training_runner(settings),
     )
     try:
         await worker.run(stop)

@@ -12,8 +12,12 @@ or rolling it back re-embeds the index in one transaction (bot.embedder_promotio
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from bot.cli import EXIT_OK, CliError, print_json
@@ -24,10 +28,62 @@ GATE_METRICS = ("ndcg@10", "mrr@10", "hit@1", "hit@5", "hit@10")
 GATE_FETCH = 30
 
 
+# What `lorebot finetune --json` prints: finetune()'s result has a few more keys for Slack.
+RESULT_KEYS = ("candidate", "kind", "before", "after", "promoted")
+
+Progress = Callable[[str, int, "int | None"], None]
+
+
+@dataclass
+class _Run:
+    """One training run: its options, and where it reports (the CLI: stderr and a progress bar
+    on a terminal; a worker: callbacks that update the job's Slack message)."""
+
+    kind: str
+    dataset: Path | None = None
+    split: str = "train"
+    epochs: int | None = None
+    max_steps: int | None = None
+    force: bool = False
+    progress: Progress | None = None  # (phase, done, total)
+    say: Callable[[str], None] | None = None
+
+
 async def run_finetune(args, settings: Settings | None = None) -> int:
+    settings = settings or Settings()
+    say = None if args.json else (lambda text: print(text, file=sys.stderr))
+    result = await finetune(settings, args.kind, dataset=args.dataset, split=args.split,
+                            epochs=args.epochs, max_steps=args.max_steps, force=args.force,
+                            say=say)
+    if args.json:
+        print_json({k: result[k] for k in RESULT_KEYS})
+    else:
+        before, after = result["before"], result["after"]
+        verdict = ("promoted" + (" (--force)" if not result["gate_passed"] else "")
+                   if result["promoted"] else
+                   f"refused: nDCG@10 gain {result['gain']:+.4f} < {result['min_gain']} "
+                   "(LOREBOT_FINETUNE__MIN_GAIN); --force promotes anyway")
+        print(f"{result['candidate']}: nDCG@10 {before['ndcg@10']:.4f} -> {after['ndcg@10']:.4f} "
+              f"on {result['validation_queries']} validation queries; {verdict}")
+    return EXIT_OK
+
+
+async def finetune(settings: Settings, kind: str, *, dataset: str | Path | None = None,
+                   split: str = "train", epochs: int | None = None, max_steps: int | None = None,
+                   force: bool = False, progress: Progress | None = None,
+                   say: Callable[[str], None] | None = None) -> dict:
+    """Train a candidate of ``kind`` (embedder, adapter, reranker), gate it, promote it if it
+    wins (or ``force``). Returns {candidate, kind, before, after, promoted} plus the gate's
+    figures: gain (nDCG@10), min_gain, gate_passed, validation_queries. Raises CliError with
+    what to do when there is no training data or the backend cannot take the candidate.
+
+    ``progress(phase, done, total)``: phases "indexing dataset", "mining", "training",
+    "re-embedding", "validating active", "validating candidate", "promoting".
+    """
     from bot.wiring import build_services, model_registry
 
-    settings = settings or Settings()
+    args = _Run(kind, Path(dataset) if dataset is not None else None, split, epochs, max_steps,
+                force, progress, say)
     f = settings.finetune
     if args.kind == "embedder":  # before any work: a promotion could not be carried out
         from bot.embedder_promotion import check_embedder_backend
@@ -40,17 +96,19 @@ async def run_finetune(args, settings: Settings | None = None) -> int:
         if data.get("beir") is not None:
             from bot.eval_command import _index_corpus
 
+            _report(args, "indexing dataset", 0, None)
             await _index_corpus(services, data["beir"])
         from search.finetune.data import split_by_document
 
-        split = split_by_document(data["qrels"], val_fraction=f.val_fraction, seed=f.seed)
-        train_q = split.train[: f.max_train_queries] if f.max_train_queries else split.train
-        val_q = split.validation[: f.max_val_queries] if f.max_val_queries else split.validation
+        split_ = split_by_document(data["qrels"], val_fraction=f.val_fraction, seed=f.seed)
+        train_q = split_.train[: f.max_train_queries] if f.max_train_queries else split_.train
+        val_q = (split_.validation[: f.max_val_queries] if f.max_val_queries
+                 else split_.validation)
         if not train_q or not val_q:
-            raise CliError(f"too few judged queries to split ({len(split.train)} train, "
-                           f"{len(split.validation)} validation); add feedback or use --dataset")
+            raise CliError(f"too few judged queries to split ({len(split_.train)} train, "
+                           f"{len(split_.validation)} validation); add feedback or use --dataset")
         _say(args, f"{len(train_q)} training and {len(val_q)} validation queries, "
-             f"{len(split.train_docs)} and {len(split.val_docs)} relevant documents, disjoint")
+             f"{len(split_.train_docs)} and {len(split_.val_docs)} relevant documents, disjoint")
         examples = await _mine(args, services, data, train_q, settings)
         candidate, trained = await _train(args, settings, registry, services, examples)
         before = await _gate_eval(args, services.retriever, data, val_q, "active")
@@ -69,22 +127,15 @@ async def run_finetune(args, settings: Settings | None = None) -> int:
     if promoted and candidate.kind == "embedder":
         from bot.embedder_promotion import promote_embedder
 
+        _report(args, "promoting", 0, None)
         await promote_embedder(settings, registry, candidate.id,
                                extra=[gate_index] if gate_index else [],
                                say=lambda text: _say(args, text))
     elif promoted:
         registry.promote(candidate.id)
-    result = {"candidate": candidate.id, "kind": candidate.kind, "before": before,
-              "after": after, "promoted": promoted}
-    if args.json:
-        print_json(result)
-    else:
-        verdict = ("promoted" + (" (--force)" if not passed else "")) if promoted else (
-            f"refused: nDCG@10 gain {gain:+.4f} < {f.min_gain} (LOREBOT_FINETUNE__MIN_GAIN); "
-            "--force promotes anyway")
-        print(f"{candidate.id}: nDCG@10 {before['ndcg@10']:.4f} -> {after['ndcg@10']:.4f} "
-              f"on {len(val_q)} validation queries; {verdict}")
-    return EXIT_OK
+    return {"candidate": candidate.id, "kind": candidate.kind, "before": before,
+            "after": after, "promoted": promoted, "gain": round(gain, 4),
+            "min_gain": f.min_gain, "gate_passed": passed, "validation_queries": len(val_q)}
 
 
 def _training_data(args, settings: Settings) -> dict:
@@ -132,9 +183,10 @@ async def _mine(args, services, data, train_q, settings):
         sub = FeedbackPairs({q: t for q, t in p.queries.items() if q in keep},
                             {q: v for q, v in p.positives.items() if q in keep},
                             {q: v for q, v in p.negatives.items() if q in keep})
+        _report(args, "mining", 0, len(train_q))
         examples = await mine_feedback_examples(search, sub, negatives=f.hard_negatives)
     else:
-        corpus = _corpus_lookup(data["corpus_path"])
+        corpus = await asyncio.to_thread(_corpus_lookup, data["corpus_path"])  # off the loop
 
         def fallback(doc_id):
             title, text = corpus.get(doc_id, (None, None))
@@ -142,7 +194,7 @@ async def _mine(args, services, data, train_q, settings):
 
         positives = {q: [d for d, g in data["qrels"][q].items() if g > 0] for q in train_q}
         examples = await _progress(
-            args, "mining hard negatives", len(train_q),
+            args, "mining", "mining hard negatives", len(train_q),
             lambda tick: mine_examples(search, {q: data["queries"][q] for q in train_q},
                                        positives, negatives=f.hard_negatives,
                                        fallback_text=fallback, progress=tick),
@@ -169,7 +221,6 @@ async def _train(args, settings, registry, services, examples):
     """Train the candidate, register it, and return it with a retriever that uses it."""
     from search.finetune.data import digest
     from search.finetune.registry import Candidate
-    from search.models_runtime import run_model
     from search.retriever import Retriever
 
     f, s = settings.finetune, settings.search
@@ -187,9 +238,8 @@ async def _train(args, settings, registry, services, examples):
         )
         base = s.embedding_model
         started = time.perf_counter()
-        stats = await _progress(args, "training reranker", None, lambda tick: run_model(
-            train_reranker, examples, out, base_model=base, config=config,
-            progress=lambda step, total, loss: tick(step, total)))
+        stats = await _training(args, "training reranker", train_reranker, examples, out,
+                                base_model=base, config=config)
         reranker = CrossEncoderReranker(str(out), device=s.device,
                                         batch_size=s.rerank_batch_size,
                                         max_length=s.rerank_max_tokens)
@@ -207,9 +257,8 @@ async def _train(args, settings, registry, services, examples):
         )
         base = base_embedder.model_id  # the active embedder, else the base model
         started = time.perf_counter()
-        stats = await _progress(args, "training embedder", None, lambda tick: run_model(
-            train_embedder, examples, out, base_model=base, config=config,
-            progress=lambda step, total, loss: tick(step, total)))
+        stats = await _training(args, "training embedder", train_embedder, examples, out,
+                                base_model=base, config=config)
         retriever = None  # built below, once the candidate is registered
     else:
         from search.adapter import AdaptedEmbedder
@@ -224,11 +273,12 @@ async def _train(args, settings, registry, services, examples):
         # The adapter learns on the base model's query vectors, as it will see them at query time.
         qvecs = await base_embedder.embed_documents([e.query for e in examples])
         query_vectors = {e.qid: v for e, v in zip(examples, qvecs)}
-        vex = vector_examples(examples, await _vector_lookup(services, base_embedder, examples),
-                              query_vectors)
-        adapter, stats = await _progress(args, "training adapter", None, lambda tick: run_model(
-            train_adapter, vex, config=config,
-            progress=lambda step, total, loss: tick(step, total)))
+        # Reads stored vectors from SQLite: off the event loop (a bot may be running on it).
+        vex = await asyncio.to_thread(vector_examples, examples,
+                                      await _vector_lookup(services, base_embedder, examples),
+                                      query_vectors)
+        adapter, stats = await _training(args, "training adapter", train_adapter, vex,
+                                         config=config)
         adapter.save(out)
         retriever = Retriever(services.index, AdaptedEmbedder(base_embedder, adapter),
                               services.reranker, candidates=s.candidates, rrf_k=s.rrf_k,
@@ -264,8 +314,8 @@ async def _candidate_retriever(args, settings, services, model_dir: Path):
     embedder = SentenceTransformerEmbedder(str(model_dir.resolve()), device=s.device,
                                            batch_size=s.embed_batch_size)
     started = time.perf_counter()
-    path = await _progress(args, "re-embedding the index with the candidate", None,
-                           lambda tick: build_candidate_index(services.index.path, model_dir,
+    path = await _progress(args, "re-embedding", "re-embedding the index with the candidate",
+                           None, lambda tick: build_candidate_index(services.index.path, model_dir,
                                                               embedder, progress=tick))
     _say(args, f"candidate index {path} ({time.perf_counter() - started:.1f} s)")
     index = open_index(settings, path, embedder_model=embedder.model_id)
@@ -320,7 +370,8 @@ async def _gate_eval(args, retriever, data, val_q, label) -> dict:
         sources = [_corpus_source(data["beir"].name)]
     else:
         sources = None
-    result = await _progress(args, f"validating {label} ({mode})", len(queries),
+    result = await _progress(args, f"validating {label}", f"validating {label} ({mode})",
+                             len(queries),
                              lambda tick: evaluate(retriever, queries, qrels, [mode], depth=10,
                                                    fetch_k=GATE_FETCH, key=data["key"],
                                                    sources=sources,
@@ -380,12 +431,46 @@ async def run_models(args, settings: Settings | None = None) -> int:
 
 
 def _say(args, text: str) -> None:
-    if not args.json:
-        print(text, file=sys.stderr)
+    if args.say is not None:
+        args.say(text)
 
 
-async def _progress(args, label, total, start):
-    """Run ``start(tick)`` with a progress bar on a terminal; ``tick(done, total)``."""
+def _report(args, phase: str, done: int, total: int | None) -> None:
+    if args.progress is not None:
+        args.progress(phase, done, total)
+
+
+# Training runs on a thread of its own, not on the model thread (search.models_runtime): one
+# training call holds its thread for minutes, and a bot running jobs in-process must keep
+# embedding questions meanwhile (slower while both compete for the cores, but not stalled).
+_TRAIN_EXECUTOR: ThreadPoolExecutor | None = None
+
+
+async def _training(args, label, fn, *fn_args, **fn_kwargs):
+    """``fn(*fn_args, progress=…, **fn_kwargs)`` on the training thread, its steps reported as
+    the phase "training"."""
+    import functools
+
+    global _TRAIN_EXECUTOR
+    if _TRAIN_EXECUTOR is None:
+        _TRAIN_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lorebot-train")
+    loop = asyncio.get_running_loop()
+
+    def start(tick):
+        call = functools.partial(fn, *fn_args, **fn_kwargs,
+                                 progress=lambda step, total, _loss: tick(step, total))
+        return loop.run_in_executor(_TRAIN_EXECUTOR, call)
+
+    return await _progress(args, "training", label, None, start)
+
+
+async def _progress(args, phase, label, total, start):
+    """Run ``start(tick)``, ``tick(done, total)``: reported as ``phase`` to ``args.progress``
+    (a worker), else shown as a bar labelled ``label`` on a terminal."""
+    if args.progress is not None:
+        report = args.progress
+        report(phase, 0, total)
+        return await start(lambda done, n=None: report(phase, done, n or total))
     if not sys.stderr.isatty():
         return await start(lambda *_: None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -8,12 +8,17 @@ Keys (under the Redis key prefix)::
     jobs:workers             set of worker ids ever seen (cleaned up on recovery)
     jobs:lock:<source>       the worker running a job of that source (one job per source)
     jobs:active:<source>     the queued or running job of that source (no duplicate jobs)
+    jobs:lock:finetune:      the same two for training jobs (one at a time, whatever the
+    jobs:active:finetune:    model kind; no source name has a colon)
     job:<id>                 the job record (JSON), kept a week
     jobs:recent              the latest job ids, newest first
 
 A worker that dies mid-job stops renewing its heartbeat; the next worker to look moves its jobs
 back to the queue (or fails them after ``max_attempts``). The index run is one transaction, so
 the dead run left nothing visible and the retry starts clean.
+
+A job is a reindex of a source (``kind="reindex"``) or the training of a retrieval model
+(``kind="finetune"``, ``source`` the model kind, ``params`` the options; see bot.finetune_jobs).
 """
 
 from __future__ import annotations
@@ -41,14 +46,20 @@ _RELEASE = """if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1]) else return 0 end"""
 
 Progress = Callable[[str, int, int | None], None]
+JOB_KINDS = ("reindex", "finetune")
+TRAINING_LOCK = "finetune:"  # every training job's lock and active-job name
+
+
+class JobError(Exception):
+    """A job failed for a reason the requester can act on; reported as its message alone."""
 
 
 @dataclass
 class Job:
-    """One reindex of one source."""
+    """One reindex of one source, or one training run (``kind``)."""
 
     id: str
-    source: str
+    source: str  # the source's name; for a training job, the model kind
     state: str = "queued"  # queued | running | done | failed
     requested_by: str | None = None
     channel: str | None = None
@@ -63,6 +74,8 @@ class Job:
     total: int | None = None
     summary: dict | None = None
     error: str | None = None
+    kind: str = "reindex"  # reindex | finetune
+    params: dict | None = None  # a training job's options (dataset, force, epochs, max_steps)
 
     @classmethod
     def from_json(cls, raw: str) -> Job:
@@ -71,6 +84,11 @@ class Job:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
+
+    @property
+    def lock_name(self) -> str:
+        """What the job holds while queued and running: its source, or the one training lock."""
+        return TRAINING_LOCK if self.kind == "finetune" else self.source
 
 
 def new_worker_id() -> str:
@@ -91,13 +109,16 @@ class JobQueue:
         return self.p + ":".join(parts)
 
     async def enqueue(self, source: str, *, requested_by: str | None = None,
-                      channel: str | None = None,
-                      message_ts: str | None = None) -> tuple[Job, bool]:
-        """Queue a reindex of ``source``; (job, True) or (the queued/running one, False).
+                      channel: str | None = None, message_ts: str | None = None,
+                      kind: str = "reindex", params: dict | None = None) -> tuple[Job, bool]:
+        """Queue a reindex of ``source`` (or with ``kind="finetune"``, the training of the model
+        kind ``source``); (job, True) or (the queued/running one, False).
         ``channel`` and ``message_ts``: the Slack message that shows the job's progress."""
+        if kind not in JOB_KINDS:
+            raise ValueError(f"unknown job kind {kind!r}")
         job = Job(id=uuid.uuid4().hex[:12], source=source, requested_by=requested_by,
-                  channel=channel, message_ts=message_ts)
-        active = self._k("jobs", "active", source)
+                  channel=channel, message_ts=message_ts, kind=kind, params=params)
+        active = self._k("jobs", "active", job.lock_name)
         if not await self.client.set(active, job.id, nx=True):
             existing = await self.get(await self.client.get(active) or "")
             if existing is not None and existing.state in ("queued", "running"):
@@ -168,7 +189,7 @@ class JobQueue:
     async def finish(self, worker: str, job: Job) -> None:
         await self.save(job)
         await self.client.lrem(self._k("jobs", "processing", worker), 0, job.id)
-        await self.client.eval(_RELEASE, 1, self._k("jobs", "active", job.source), job.id)
+        await self.client.eval(_RELEASE, 1, self._k("jobs", "active", job.lock_name), job.id)
 
     async def recover(self) -> list[str]:
         """Requeue (or fail) the jobs of workers whose heartbeat expired; returns their ids."""
@@ -204,18 +225,22 @@ class Notifier:
 
 
 RunJob = Callable[[Source, Progress], Awaitable[dict]]
+RunTraining = Callable[[Job, Progress], Awaitable[dict]]
 
 
 class Worker:
-    """Takes jobs off the queue and runs them, one at a time, holding the source's lock."""
+    """Takes jobs off the queue and runs them, one at a time, holding the job's lock.
+    ``run_training`` runs training jobs (None: this worker fails them, saying so)."""
 
     def __init__(self, queue: JobQueue, registry: SourceRegistry, run_job: RunJob, *,
                  notifier: Notifier | None = None, worker_id: str | None = None,
                  poll_s: float = 0.2, progress_interval_s: float = 2.0,
-                 schedule_every_s: float = 30.0) -> None:
+                 schedule_every_s: float = 30.0,
+                 run_training: RunTraining | None = None) -> None:
         self.queue = queue
         self.registry = registry
         self.run_job = run_job
+        self.run_training = run_training
         self.notifier = notifier or Notifier()
         self.id = worker_id or new_worker_id()
         self.poll_s = poll_s
@@ -260,9 +285,10 @@ class Worker:
         return queued
 
     async def process(self, job: Job) -> Job:
-        """Run one claimed job under its source's lock; returns the final job record."""
-        if not await self.queue.lock(job.source, self.id):
-            # Another worker runs this source right now: retry later.
+        """Run one claimed job under its lock; returns the final job record."""
+        lock = job.lock_name
+        if not await self.queue.lock(lock, self.id):
+            # Another worker runs this source (or a training job) right now: retry later.
             await self.queue.put_back(self.id, job)
             await asyncio.sleep(self.poll_s)
             return job
@@ -276,29 +302,44 @@ class Worker:
             state["job"] = replace(state["job"], phase=phase, done=done, total=total)
             state["dirty"] = True
 
-        keeper = asyncio.create_task(self._keep_alive(job.source, state))
+        keeper = asyncio.create_task(self._keep_alive(lock, state))
         try:
-            source = await self.registry.require(job.source)
-            summary = await self.run_job(source, progress)
+            summary = await self._run(job, progress)
             job = replace(state["job"], state="done", summary=summary, finished=time.time())
         except Exception as exc:  # noqa: BLE001 - a failed job is reported, the worker goes on
-            reason = str(exc) if isinstance(exc, SourceRegistryError) else f"{type(exc).__name__}: {exc}"
-            logger.exception("Job %s (%s) failed", job.id, job.source)
+            if isinstance(exc, (SourceRegistryError, JobError)):
+                reason = str(exc)
+                logger.warning("Job %s (%s) failed: %s", job.id, job.source, reason)
+            else:
+                reason = f"{type(exc).__name__}: {exc}"
+                logger.exception("Job %s (%s) failed", job.id, job.source)
+            # One line for Slack (the traceback is in the log).
+            reason = " ".join(reason.split())[:500]
             job = replace(state["job"], state="failed", error=reason, finished=time.time())
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
         try:
-            await self.registry.record_run(job.source, job.summary, job.error)
+            if job.kind == "reindex":
+                await self.registry.record_run(job.source, job.summary, job.error)
             await self.queue.finish(self.id, job)
         finally:
-            await self.queue.unlock(job.source, self.id)
+            await self.queue.unlock(lock, self.id)
         logger.info("Job %s (%s) %s", job.id, job.source, job.state)
         await self._notify(job)
         return job
 
-    async def _keep_alive(self, source: str, state: dict) -> None:
+    async def _run(self, job: Job, progress: Progress) -> dict:
+        if job.kind == "finetune":
+            if self.run_training is None:
+                raise JobError("this worker cannot run training jobs")
+            return await self.run_training(job, progress)
+        if job.kind != "reindex":
+            raise JobError(f"unknown job kind {job.kind!r}; is this worker older than the bot?")
+        return await self.run_job(await self.registry.require(job.source), progress)
+
+    async def _keep_alive(self, lock: str, state: dict) -> None:
         renew_every = self.queue.lock_ttl_ms / 3000
         last_renew = last_progress = time.monotonic()
         while True:
@@ -306,7 +347,7 @@ class Worker:
             now = time.monotonic()
             try:
                 if now - last_renew >= renew_every:
-                    await self.queue.renew(source, self.id)
+                    await self.queue.renew(lock, self.id)
                     await self.queue.heartbeat(self.id)
                     last_renew = now
                 if state["dirty"] and now - last_progress >= self.progress_interval_s:
@@ -405,6 +446,10 @@ async def wait_for(queue: JobQueue, job_id: str, timeout_s: float = 600.0) -> Jo
 
 def job_text(job: Job) -> str:
     """The Slack message that shows a job: queued, progress, then the summary or the error."""
+    if job.kind == "finetune":
+        from bot.finetune_jobs import training_text
+
+        return training_text(job)
     who = (f" (requested by <@{job.requested_by}>)"
            if job.requested_by and job.requested_by not in ("cli", "schedule") else "")
     if job.state == "queued":

@@ -1,7 +1,8 @@
 """Source administration under ``/lorebot``: sources, add, remove, reindex, status, channel,
-help. Listing is open to everyone; changes are for admins (``LOREBOT_SLACK__ADMIN_USERS``, and
-workspace admins when ``LOREBOT_SLACK__WORKSPACE_ADMINS_ARE_ADMINS`` is true). Every admin
-action is logged with the user who did it (logger ``lorebot.audit``).
+help (finetune and models: ``handlers.training``). Listing is open to everyone; changes are for
+admins (``LOREBOT_SLACK__ADMIN_USERS``, and workspace admins when
+``LOREBOT_SLACK__WORKSPACE_ADMINS_ARE_ADMINS`` is true). Every admin action is logged with the
+user who did it (logger ``lorebot.audit``).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 audit = logging.getLogger("lorebot.audit")
 
-SUBCOMMANDS = frozenset({"sources", "add", "remove", "reindex", "status", "channel", "help"})
-CHANGING = frozenset({"add", "remove", "reindex", "channel"})
+SUBCOMMANDS = frozenset({"sources", "add", "remove", "reindex", "status", "channel", "help",
+                         "finetune", "models"})
+CHANGING = frozenset({"add", "remove", "reindex", "channel", "finetune"})
 REMOVE_CONFIRM = "lorebot_source_remove_confirm"
 REMOVE_CANCEL = "lorebot_source_remove_cancel"
 
@@ -32,7 +34,8 @@ HELP = (
     "*lorebot* answers questions from the team's documents, with citations.\n"
     "• `/lorebot ask QUESTION`: answer a question here\n"
     "• `/lorebot sources`: the knowledge sources searchable here\n"
-    "• `/lorebot status`: running and recent reindex jobs\n"
+    "• `/lorebot status`: running and recent jobs\n"
+    "• `/lorebot models`: the retrieval models in use and the fine-tuned candidates\n"
     "• `/lorebot help`: this help\n"
     "Admins only:\n"
     "• `/lorebot add URL_OR_PATH [NAME] [private]`: add a web site (page, sitemap or crawl) "
@@ -43,7 +46,11 @@ HELP = (
     "the files you share with me there\n"
     "• `/lorebot remove NAME`: remove a source and its documents (asks to confirm)\n"
     "• `/lorebot reindex [NAME|all]`: reindex now\n"
-    "• `/lorebot channel allow|deny NAME`: search a restricted source in this channel, or stop"
+    "• `/lorebot channel allow|deny NAME`: search a restricted source in this channel, or stop\n"
+    "• `/lorebot finetune adapter|reranker|embedder [dataset=DIR] [--force]`: train a retrieval "
+    "model on the live index and feedback (or a BEIR dataset directory on the bot's host) and "
+    "promote it if it beats the active one; the before/after table is posted here\n"
+    "• `/lorebot models promote ID` / `/lorebot models rollback KIND`: switch models by hand"
 )
 
 
@@ -113,6 +120,13 @@ async def handle(bot: SlackBot, client: AsyncWebClient, ack, command: dict, sub:
             await _reindex(bot, client, ack, user, channel, args)
         elif sub == "channel":
             await _channel(bot, ack, user, channel, args)
+        elif sub in ("finetune", "models"):
+            from handlers import training
+
+            if sub == "finetune":
+                await training.finetune(bot, client, ack, user, channel, args)
+            else:
+                await training.models(bot, ack, user, channel, args, admin)
     except SourceRegistryError as exc:
         await ack(text=f":warning: {exc}", response_type="ephemeral")
 

@@ -1,0 +1,170 @@
+"""Fine-tuning from Slack (issue 8), end to end: signed `/lorebot finetune` commands into the
+running app, the fake Slack Web API, a real Valkey queue, a worker in-process, the real MiniLM
+and a tiny BEIR dataset. Admins get progress and the before/after table in one Slack message;
+everyone else is refused and nothing is queued; a job without training data fails with the
+CLI's one-line reason."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from bot.finetune_jobs import result_text
+from bot.jobs import JobQueue
+from bot.redis_store import make_client
+from bot.settings import RedisSettings
+from bot.wiring import model_registry
+from handlers.training import parse_finetune
+from tests.handlers.conftest import ALICE, CHANNEL
+from tests.handlers.test_admin import ADMIN, admin_bot
+from tests.search.test_finetune import tiny_beir  # noqa: F401 - a fixture
+from tests.support.valkey import redis_url, valkey_server  # noqa: F401 - fixtures
+
+
+@pytest.fixture
+async def trainer(data_dir, redis_url, monkeypatch):  # noqa: F811
+    # Half the tiny dataset's 8 queries are held out, so the gate has something to rank; no
+    # candidate can gain 2 in nDCG@10, so the gate refuses and only --force promotes.
+    monkeypatch.setenv("LOREBOT_FINETUNE__VAL_FRACTION", "0.5")
+    monkeypatch.setenv("LOREBOT_FINETUNE__MIN_GAIN", "2")
+    async with admin_bot(data_dir, redis_url) as h:
+        yield h
+
+
+def finetune_messages(h, kind: str = "adapter"):
+    """The bot's messages about training ``kind`` that have ended, oldest first."""
+    return [m for m in h.slack.bot_messages(CHANNEL)
+            if f"Fine-tuned the *{kind}*" in m.text
+            or f"Fine-tuning of the *{kind}* failed" in m.text]
+
+
+async def finished(h, count: int, kind: str = "adapter", timeout: float = 90):
+    return (await h.slack.wait_for(
+        lambda: (msgs := finetune_messages(h, kind)) and len(msgs) >= count and msgs, timeout))[-1]
+
+
+@pytest.mark.slow
+async def test_an_admin_trains_from_slack_and_gets_the_table_refused_then_forced(
+    trainer, tiny_beir, caplog  # noqa: F811
+):
+    h = trainer
+    caplog.set_level(logging.WARNING, logger="lorebot.audit")
+    sent = await h.sender.command(f"finetune adapter dataset={tiny_beir} epochs=1 max_steps=2",
+                                  user=ADMIN)
+    assert sent.status == 200
+    assert sent.json()["response_type"] == "ephemeral"
+    assert "Fine-tuning the *adapter*" in sent.json()["text"]
+    message = await finished(h, 1)
+
+    # One message, updated: queued, running with its phase, then the verdict and the table.
+    updates = [c.args["text"] for c in h.slack.calls_to("chat.update")
+               if c.args["ts"] == message.ts]
+    assert any("Fine-tuning the *adapter*:" in t for t in updates)
+    assert any(p in t for t in updates for p in ("mining hard negatives", "training step",
+                                                  "validating the", "indexing the dataset"))
+    text = message.text
+    assert ":no_entry_sign: Fine-tuned the *adapter*" in text and "refused" in text
+    assert "< 2.0 (LOREBOT_FINETUNE__MIN_GAIN)" in text
+    assert "Validation on 4 held-out queries" in text and f"<@{ADMIN}>" in text
+    table = text.split("```")[1].strip().splitlines()
+    assert table[0].split() == ["metric", "active", "candidate", "change"]
+    assert [row.split()[0] for row in table[1:]] == ["nDCG@10", "MRR@10", "hit@1", "hit@5",
+                                                      "hit@10"]
+    registry = model_registry(h.settings)
+    (cand,) = registry.candidates("adapter")
+    assert f"`{cand.id}` refused" in text and registry.active("adapter") is None
+    before = cand.metrics["validation"]["before"]["ndcg@10"]
+    assert f"nDCG@10  {before:>8.4f}" in text
+    assert any(ADMIN in r.getMessage() and "fine-tuning the adapter" in r.getMessage()
+               for r in caplog.records)
+
+    # Anyone may list the models; the candidate is there, not active.
+    listed = (await h.sender.command("models", user=ALICE)).json()["text"]
+    assert "adapter: the base model" in listed and f"`{cand.id}`" in listed
+
+    # --force (as a Slack client may type it, with an em dash) promotes despite the gate.
+    await h.sender.command(f"finetune adapter dataset={tiny_beir} \u2014force max_steps=1",
+                           user=ADMIN)
+    forced = await finished(h, 2)
+    assert forced.ts != message.ts
+    assert ":white_check_mark: Fine-tuned the *adapter*" in forced.text
+    assert "promoted with --force" in forced.text and "restart the bot" in forced.text
+    active = registry.active("adapter")
+    assert active is not None and f"`{active.id}` promoted" in forced.text
+    listed = (await h.sender.command("models", user=ALICE)).json()["text"]
+    assert f"adapter: `{active.id}`" in listed and "*(active)*" in listed
+    jobs = await h.bot.jobs.recent(5)
+    assert [(j.kind, j.source, j.state) for j in jobs] == [("finetune", "adapter", "done")] * 2
+
+
+async def test_non_admins_are_refused_and_nothing_is_queued(trainer, caplog, tmp_path):
+    h = trainer
+    caplog.set_level(logging.WARNING, logger="lorebot.audit")
+    for text in ("finetune reranker", f"finetune adapter dataset={tmp_path} --force",
+                 "models promote adapter-x", "models rollback reranker"):
+        body = (await h.sender.command(text, user=ALICE)).json()
+        assert body["response_type"] == "ephemeral" and "Only lorebot admins" in body["text"]
+    assert await h.bot.jobs.recent() == [] and await h.bot.jobs.queued_ids() == []
+    refused = [r.getMessage() for r in caplog.records if "Refused" in r.getMessage()]
+    assert len(refused) == 4 and all(ALICE in r for r in refused)
+    await h.slack.settle(0.2)
+    assert h.slack.bot_messages() == []
+    # Admins get the usage for a bad request, and a clear word for a missing dataset directory.
+    body = (await h.sender.command("finetune llm", user=ADMIN)).json()
+    assert "Usage: `/lorebot finetune adapter|reranker|embedder" in body["text"]
+    body = (await h.sender.command(f"finetune adapter dataset={tmp_path / 'nope'}",
+                                   user=ADMIN)).json()
+    assert "There is no directory" in body["text"]
+    assert await h.bot.jobs.recent() == []
+    help_text = (await h.sender.command("help", user=ALICE)).json()["text"]
+    assert "/lorebot finetune adapter|reranker|embedder" in help_text
+    assert "/lorebot models" in help_text
+
+
+async def test_without_training_data_the_job_fails_with_what_to_do(trainer):
+    h = trainer
+    sent = await h.sender.command("finetune adapter", user=ADMIN)
+    assert "Fine-tuning the *adapter*" in sent.json()["text"]
+    message = await finished(h, 1)
+    assert message.text.startswith(":x: Fine-tuning of the *adapter* failed: no helpful feedback")
+    assert "run `lorebot qa generate`" in message.text and "dataset=DIR" in message.text
+    assert "\n" not in message.text and "Traceback" not in message.text
+    (job,) = await h.bot.jobs.recent()
+    assert job.state == "failed" and job.error in message.text
+    # The training lock is free again: the next request is queued.
+    await h.sender.command("finetune reranker", user=ADMIN)
+    await finished(h, 1, kind="reranker")
+    assert [j.source for j in await h.bot.jobs.recent()] == ["reranker", "adapter"]
+
+
+async def test_one_training_job_at_a_time_whatever_the_model(redis_url):  # noqa: F811
+    client = make_client(redis_url, RedisSettings(timeout_s=5))
+    try:
+        queue = JobQueue(client, "t:")
+        first, created = await queue.enqueue("adapter", kind="finetune", params={"force": False})
+        second, created_second = await queue.enqueue("reranker", kind="finetune")
+        assert created and not created_second and second.id == first.id
+        reindex, created_reindex = await queue.enqueue("adapter")  # a source named like a model
+        assert created_reindex and reindex.id != first.id
+        assert (await queue.get(first.id)).params == {"force": False}
+    finally:
+        await client.aclose()
+
+
+def test_the_command_options_parse_and_the_table_renders():
+    assert parse_finetune(["Reranker", "dataset=/d", "--force", "epochs=2", "steps=5"]) == (
+        "reranker", {"force": True, "dataset": "/d", "epochs": 2, "max_steps": 5})
+    assert parse_finetune(["adapter"]) == ("adapter", {"force": False})
+    assert "don't understand `epochs=x`" in parse_finetune(["adapter", "epochs=x"])
+    text = result_text({"candidate": "reranker-1", "kind": "reranker", "promoted": True,
+                        "gate_passed": True, "gain": 0.0312, "min_gain": 0.005,
+                        "validation_queries": 40,
+                        "before": {"mode": "hybrid", "ndcg@10": 0.6, "mrr@10": 0.55,
+                                   "hit@1": 0.5, "hit@5": 0.7, "hit@10": 0.8},
+                        "after": {"mode": "rerank", "ndcg@10": 0.6312, "mrr@10": 0.6,
+                                  "hit@1": 0.55, "hit@5": 0.7, "hit@10": 0.8}})
+    assert text.startswith(":white_check_mark: Fine-tuned the *reranker*: `reranker-1` promoted: "
+                           "nDCG@10 gain +0.0312 ≥ 0.005")
+    assert "active hybrid vs candidate rerank retrieval" in text
+    assert "nDCG@10    0.6000     0.6312  +0.0312" in text
