@@ -8,7 +8,8 @@ registry. The order matters to readers:
 * every re-embedded file records its model (``meta.embedder``) in the same transaction as its
   vectors, and a SQLite index whose process embeds with another model answers no k-NN (BM25
   only) and refuses writes that would mix models: a process started before the promotion never
-  pairs its old query vectors with new chunk vectors, it degrades until it restarts;
+  pairs its old query vectors with new chunk vectors, it degrades until it loads the new model
+  (bot.model_reload: at its next search or reindex once the registry has moved) or restarts;
 * the registry moves last, so a process started in between loads the old model, sees the file's
   new one, and degrades the same way instead of mixing; the next one loads the new model.
 

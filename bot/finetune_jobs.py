@@ -93,10 +93,12 @@ def result_text(result: dict, *, requested: str = "") -> str:
           "(LOREBOT_FINETUNE__MIN_GAIN)"
     if result.get("promoted"):
         how = "promoted" if result.get("gate_passed") else "promoted with --force"
-        # Running processes built their models at start (bot.wiring); commands start fresh.
-        after = ("The index now holds its vectors: restart the bot and its workers, which until "
-                 "then search with BM25 only and cannot reindex." if kind == "embedder" else
-                 "Commands use it at once; restart the bot to answer with it.")
+        # Running bots and workers follow the registry (bot.model_reload); commands start fresh.
+        after = ("The index now holds its vectors, and running bots and workers switch to it "
+                 "with their next search or reindex." if kind == "embedder" else
+                 "Running bots use it from their next question"
+                 + (" (unless LOREBOT_SEARCH__RERANKER_MODEL names another reranker)."
+                    if kind == "reranker" else "."))
         head = f":white_check_mark: Fine-tuned the *{kind}*: `{cid}` {how}: {why}. {after}"
     else:
         head = (f":no_entry_sign: Fine-tuned the *{kind}*: `{cid}` refused: {why}. The active "

@@ -24,6 +24,9 @@ class Services:
     indexer: object
     llm: object | None = None
     _pipeline: object | None = None
+    # Swaps in models promoted or rolled back by another process (bot.model_reload); None when
+    # the settings use no registry models.
+    reloader: object | None = None
 
     @property
     def pipeline(self):
@@ -49,6 +52,8 @@ class Services:
         return len(self.embedder.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     async def close(self) -> None:
+        if self.reloader is not None:
+            await self.reloader.aclose()
         await self.index.close()
         if self.llm is not None:
             await self.llm.aclose()  # its HTTP connection pool
@@ -135,21 +140,27 @@ def embedding_model(settings: Settings, registry=None) -> str:
     return settings.search.embedding_model
 
 
-def build_services(
-    settings: Settings, *, index_path: Path | None = None, with_llm: bool = True
-) -> Services:
-    """Wire the index, models, retriever, indexer and (optionally) the LLM from settings."""
-    from search.embedding import SentenceTransformerEmbedder
-    from search.indexer import Indexer
-    from search.retriever import Retriever
+@dataclass(frozen=True)
+class ActiveModels:
+    """Which models a process runs with, by name or directory (bot.model_reload compares them)."""
 
-    s = settings.search
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    reranker_model = s.reranker_model
-    registry = model_registry(settings) if settings.finetune.use_registry else None
-    model = embedding_model(settings, registry)
-    index = open_index(settings, index_path, embedder_model=model)
-    embedder = SentenceTransformerEmbedder(model, device=s.device, batch_size=s.embed_batch_size)
+    embedder: str
+    adapter: Path | None = None  # the adapter's registry directory; None: no adapter
+    reranker: str | None = None  # a CrossEncoder name or directory; None: no reranker
+
+
+def active_models(
+    settings: Settings, registry=None, *, embedder: str | None = None
+) -> ActiveModels:
+    """The embedder, adapter and reranker the settings and the registry (None: none) choose.
+
+    ``embedder``: the embedding model in use, when a running process still has another one than
+    the registry's (bot.model_reload): an adapter is chosen only for the model it was trained for.
+    An explicit SEARCH__RERANKER_MODEL always wins over the registry's reranker.
+    """
+    model = embedder or (embedding_model(settings, registry) if registry is not None
+                         else settings.search.embedding_model)
+    adapter_dir, reranker = None, settings.search.reranker_model or None
     if registry is not None and registry.file.exists():
         adapter = registry.active("adapter")
         # An adapter maps the query vectors of the model it was trained on; with another
@@ -160,19 +171,64 @@ def build_services(
                 "train a new adapter (`lorebot finetune adapter`)", adapter.id,
                 adapter.base_model, model)
         elif adapter is not None:
-            from search.adapter import AdaptedEmbedder, QueryAdapter
+            adapter_dir = registry.path(adapter.id)
+        if not reranker and (reranker_dir := registry.active_path("reranker")):
+            reranker = str(reranker_dir)
+    return ActiveModels(model, adapter_dir, reranker)
 
-            embedder = AdaptedEmbedder(embedder, QueryAdapter.load(registry.path(adapter.id)))
-        if not reranker_model and (reranker_dir := registry.active_path("reranker")):
-            reranker_model = str(reranker_dir)
-    reranker = None
-    if reranker_model:
-        from search.rerank import CrossEncoderReranker
 
-        reranker = CrossEncoderReranker(
-            reranker_model, device=s.device, batch_size=s.rerank_batch_size,
-            max_length=s.rerank_max_tokens,
-        )
+def new_embedder(settings: Settings, model: str):
+    """An embedder for ``model`` (not loaded yet: that is ``warm_up``)."""
+    from search.embedding import SentenceTransformerEmbedder
+
+    s = settings.search
+    return SentenceTransformerEmbedder(model, device=s.device, batch_size=s.embed_batch_size)
+
+
+def new_reranker(settings: Settings, model: str):
+    """A cross-encoder reranker for ``model`` (not loaded yet: that is ``warm_up``)."""
+    from search.rerank import CrossEncoderReranker
+
+    s = settings.search
+    return CrossEncoderReranker(model, device=s.device, batch_size=s.rerank_batch_size,
+                                max_length=s.rerank_max_tokens)
+
+
+def new_indexer(settings: Settings, index, embedder):
+    """An indexer embedding with ``embedder`` and chunking as the settings say."""
+    from search.indexer import Indexer
+
+    s = settings.search
+    return Indexer(index, embedder, chunk_tokens=s.chunk_tokens, chunk_overlap=s.chunk_overlap)
+
+
+def build_services(
+    settings: Settings, *, index_path: Path | None = None, with_llm: bool = True
+) -> Services:
+    """Wire the index, models, retriever, indexer and (optionally) the LLM from settings.
+
+    With registry models (FINETUNE__USE_REGISTRY), the retriever and indexer are wrapped so a
+    promotion or rollback by another process takes effect here too (bot.model_reload).
+    """
+    from search.retriever import Retriever
+
+    s = settings.search
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    registry = model_registry(settings) if settings.finetune.use_registry else None
+    reloader = None
+    if registry is not None:
+        from bot.model_reload import ModelReloader
+
+        # Before the registry is read: a promotion in between is then seen as a change.
+        reloader = ModelReloader(settings, registry)
+    models = active_models(settings, registry)
+    index = open_index(settings, index_path, embedder_model=models.embedder)
+    embedder = new_embedder(settings, models.embedder)
+    if models.adapter is not None:
+        from search.adapter import AdaptedEmbedder, QueryAdapter
+
+        embedder = AdaptedEmbedder(embedder, QueryAdapter.load(models.adapter))
+    reranker = new_reranker(settings, models.reranker) if models.reranker else None
     retriever = Retriever(
         index,
         embedder,
@@ -184,12 +240,13 @@ def build_services(
         rerank_depth=s.rerank_depth,
         default_mode=s.default_mode,
     )
-    indexer = Indexer(
-        index, embedder, chunk_tokens=s.chunk_tokens, chunk_overlap=s.chunk_overlap
-    )
+    indexer = new_indexer(settings, index, embedder)
     llm = None
     if with_llm:
         from bot.llm import build_llm
 
         llm = build_llm(settings.llm, environ=os.environ)
-    return Services(settings, index, embedder, reranker, retriever, indexer, llm)
+    services = Services(settings, index, embedder, reranker, retriever, indexer, llm)
+    if reloader is not None:
+        reloader.attach(services, models)
+    return services

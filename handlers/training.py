@@ -132,16 +132,17 @@ def _change(registry, action: str, target: str) -> str:
         # Re-embeds the whole index: a long CPU job, not something to run in the bot.
         verb = f"promote {target}" if action == "promote" else "rollback embedder"
         raise RegistryError(f"{action} of an embedder re-embeds the index; run "
-                            f"`lorebot models {verb}` on the bot's host, then restart the bot")
+                            f"`lorebot models {verb}` on the bot's host (running bots switch "
+                            "to it by themselves once it is done)")
     if action == "rollback":
         if kind not in MODEL_KINDS:
             raise RegistryError(f"rollback needs a kind: {', '.join(MODEL_KINDS)}")
         now = registry.rollback(kind)
         return (f"The *{kind}* is rolled back: {f'`{now.id}`' if now else 'the base model'} is "
-                "active now. Restart the bot to answer with it.")
+                "active now; running bots use it from their next question.")
     cand = registry.promote(target)
-    return (f"`{cand.id}` is the active *{cand.kind}* now (promoted by hand). Restart the bot to "
-            "answer with it.")
+    return (f"`{cand.id}` is the active *{cand.kind}* now (promoted by hand); running bots use "
+            "it from their next question.")
 
 
 def models_text(registry) -> str:

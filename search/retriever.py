@@ -60,7 +60,18 @@ class Retriever:
         self.rrf_k = rrf_k
         self.weights = (bm25_weight, dense_weight)
         self.rerank_depth = rerank_depth
+        self._mode_setting = default_mode  # None: the mode follows the reranker (use_models)
         self.default_mode: Mode = default_mode or ("rerank" if reranker else "hybrid")
+
+    def use_models(self, embedder: Embedder, reranker: Reranker | None) -> None:
+        """Search with other models from now on (a promotion or rollback elsewhere, see
+        ``bot.model_reload``); the caller makes sure no search is in flight.
+
+        An unset default mode follows the reranker, as at construction.
+        """
+        self.embedder = embedder
+        self.reranker = reranker
+        self.default_mode = self._mode_setting or ("rerank" if reranker else "hybrid")
 
     @property
     def has_reranker(self) -> bool:

@@ -89,7 +89,8 @@ async def test_an_admin_trains_from_slack_and_gets_the_table_refused_then_forced
     forced = await finished(h, 2)
     assert forced.ts != message.ts
     assert ":white_check_mark: Fine-tuned the *adapter*" in forced.text
-    assert "promoted with --force" in forced.text and "restart the bot" in forced.text
+    assert "promoted with --force" in forced.text
+    assert "Running bots use it from their next question." in forced.text
     active = registry.active("adapter")
     assert active is not None and f"`{active.id}` promoted" in forced.text
     listed = (await h.sender.command("models", user=ALICE)).json()["text"]
