@@ -10,13 +10,14 @@ hits them alike:
 - ``rerank``: hybrid, then the cross-encoder rescores the top ``search.rerank_depth`` hits, with
   every reranker setting at its default;
 - ``rerank, batch 32``: the same with the reranker's former batch size of 32 (the "before");
-- ``rerank, depth 10``: the defaults, but only the top 10 fused hits rescored (a what-if: fewer
-  candidates for the reranker to promote, so possibly lower quality).
+- ``rerank, depth 30``: the defaults, but the top 30 fused hits rescored (the former default depth).
 
-The cross-encoder is built from the local MiniLM weights with an UNTRAINED classification head
-(tests/support/tiny_reranker.py): no pretrained cross-encoder is available offline. Its scores are
-meaningless, so nothing here says anything about ranking quality; its cost is real (the size and
-architecture of a MiniLM-L6 cross-encoder such as ms-marco-MiniLM-L-6-v2).
+Unless ``--reranker DIR`` names one, the cross-encoder is built from the local MiniLM weights
+with an UNTRAINED classification head (tests/support/tiny_reranker.py), cut to the layers
+``lorebot finetune reranker`` keeps by default (LOREBOT_FINETUNE__RERANKER_LAYERS, 3 of 6): no
+pretrained cross-encoder is available offline. Its scores are meaningless, so nothing here says
+anything about ranking quality; its cost is real (the size and architecture of the reranker
+lorebot trains).
 
 A second table breaks the reranking cost down on the same questions' candidates: tokens actually
 read versus padded, by batch size, by rerank depth, with passages capped at 128 tokens, and with
@@ -237,7 +238,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     load_before = os.getloadavg()
     questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.questions)]
     with tempfile.TemporaryDirectory() as tmp:
-        reranker_dir = args.reranker or build_tiny_reranker(Path(tmp) / "tiny-reranker")
+        # The architecture `lorebot finetune reranker` trains by default (its layer count).
+        layers = Settings(_env_file=None).finetune.reranker_layers
+        reranker_dir = args.reranker or build_tiny_reranker(Path(tmp) / "tiny-reranker",
+                                                            layers=layers)
         async with FakeOpenAI(responder=lambda messages: ANSWER) as server:
             settings = Settings(
                 _env_file=None, data_dir=Path(tmp) / "data",
@@ -254,7 +258,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 Variant("hybrid", rerank=False),
                 Variant("rerank", rerank=True),
                 Variant("rerank, batch 32", rerank=True, batch_size=32),
-                Variant("rerank, depth 10", rerank=True, depth=10),
+                Variant("rerank, depth 30", rerank=True, depth=30),
             ]
             probe = Probe()
             probe.wrap_llm(services.llm)
@@ -308,7 +312,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "questions": len(questions),
         "documents": summary.added,
         "chunks": summary.chunks,
-        "reranker": "MiniLM-L6 cross-encoder with an UNTRAINED head (cost only, no quality)",
+        "reranker": (str(args.reranker) if args.reranker else
+                     f"MiniLM cross-encoder, {layers or 6} layers, UNTRAINED head"),
         "settings": {"rerank_depth": s.rerank_depth, "rerank_batch_size": s.rerank_batch_size,
                      "rerank_max_tokens": s.rerank_max_tokens, "top_k": s.top_k,
                      "candidates": s.candidates},
@@ -336,9 +341,10 @@ async def rerank_sweep(services, reranker, questions: Sequence[str], hit_text,
 
     if not questions:
         return {}
+    depths = sorted({5, 10, 15, 20, 30, depth})
     candidates = []
-    for q in questions:
-        hits = await services.retriever.search(q, mode="hybrid", k=depth)
+    for q in questions:  # enough hits for the deepest case, not just the default depth
+        hits = await services.retriever.search(q, mode="hybrid", k=depths[-1])
         candidates.append((q, [hit_text(h) for h in hits]))
     tokenizer = reranker.model.tokenizer
     limit = reranker.model.max_seq_length
@@ -371,8 +377,9 @@ async def rerank_sweep(services, reranker, questions: Sequence[str], hit_text,
     cases: dict[str, tuple[Any, int, dict[str, float]]] = {}
     for b in sorted({1, 2, 4, 8, 16, 32, default_batch}):
         cases[f"batch {b}, depth {depth}"] = (with_batch(b), depth, {
-            "padded_tokens_ratio": sum(padded_slots(x[:depth], b) for x in lengths) / real})
-    for d in sorted({5, 10, 15, 20, depth}):
+            "padded_tokens_ratio": sum(padded_slots(x[:depth], b) for x in lengths)
+            / sum(sum(x[:depth]) for x in lengths)})
+    for d in depths:
         cases[f"depth {d}, batch {default_batch}"] = (reranker.scores, d, {
             "mean_tokens": sum(sum(x[:d]) for x in lengths) / len(lengths)})
     cases[f"max 128 tokens, depth {depth}"] = (capped.scores, depth, {})
@@ -456,7 +463,7 @@ def main() -> None:
                  f"{r['load_average_after'][0]:.2f}"))
     print_table(
         f"lorebot answer latency ({r['questions']} questions, {r['documents']} docs, "
-        f"{r['chunks']} chunks; untrained MiniLM cross-encoder: cost only, no quality)", rows)
+        f"{r['chunks']} chunks; reranker {r['reranker']}: cost only, no quality)", rows)
 
     sweep = r["rerank_sweep"]
     if sweep:

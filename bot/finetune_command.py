@@ -24,7 +24,8 @@ from bot.cli import EXIT_OK, CliError, print_json
 from bot.settings import Settings
 
 GATE_METRICS = ("ndcg@10", "mrr@10", "hit@1", "hit@5", "hit@10")
-# Validation ranks the top 10 documents from this many chunk hits (the default rerank depth).
+# Validation ranks the top 10 documents from this many chunk hits (the reranker rescores the
+# top LOREBOT_SEARCH__RERANK_DEPTH of them).
 GATE_FETCH = 30
 
 

@@ -27,8 +27,9 @@ SEED = 1234
 _MARKER = "lorebot-untrained-reranker.txt"
 
 
-def build_tiny_reranker(dest: Path, *, seed: int = SEED) -> Path:
-    """Build the untrained MiniLM cross-encoder into ``dest`` (reused if already built there)."""
+def build_tiny_reranker(dest: Path, *, seed: int = SEED, layers: int | None = None) -> Path:
+    """Build the untrained MiniLM cross-encoder into ``dest`` (reused if already built there);
+    ``layers``: keep only that many transformer layers, as `lorebot finetune reranker` does."""
     dest = Path(dest)
     if (dest / _MARKER).exists():
         return dest
@@ -51,10 +52,15 @@ def build_tiny_reranker(dest: Path, *, seed: int = SEED) -> Path:
     finally:
         transformers.logging.set_verbosity(verbosity)
     check_fresh_head(model)
+    if layers is not None:
+        from search.finetune.reranker import keep_layers
+
+        keep_layers(model.model, layers)
     dest.mkdir(parents=True, exist_ok=True)
     model.save(str(dest))
     (dest / _MARKER).write_text(
-        f"Built from {BASE_MODEL} with an untrained classification head (seed {seed}).\n"
+        f"Built from {BASE_MODEL} ({layers or 'all'} layers) with an untrained classification "
+        f"head (seed {seed}).\n"
         "Its scores carry no relevance signal; it exists to measure reranking cost.\n"
     )
     return dest
