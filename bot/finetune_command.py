@@ -468,8 +468,7 @@ async def _training(args, label, fn, *fn_args, **fn_kwargs):
 async def _progress(args, phase, label, total, start):
     """Run ``start(tick)``, ``tick(done, total)``: reported as ``phase`` to ``args.progress``
     (a worker), else shown as a bar labelled ``label`` on a terminal."""
-    if args.progress is not None:
-        report = args.progress
+    if (report := getattr(args, "progress", None)) is not None:
         report(phase, 0, total)
         return await start(lambda done, n=None: report(phase, done, n or total))
     if not sys.stderr.isatty():

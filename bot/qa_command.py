@@ -111,7 +111,8 @@ async def run_qa_generate(args, settings: Settings | None = None) -> int:
         from bot.finetune_command import _progress
 
         try:
-            replies = await _progress(args, "generating questions", len(chunks), ask_all)
+            replies = await _progress(args, "generating", "generating questions", len(chunks),
+                                      ask_all)
         except* LLMRequestError as group:
             raise CliError(str(group.exceptions[0])) from group.exceptions[0]
     finally:

@@ -41,3 +41,11 @@ def kb(tmp_path) -> Path:
                                           "Economy class is required for flights under six hours.",
                                           "Hotel costs are reimbursed up to 180 euros per night."])
     return root
+
+
+@pytest.fixture
+def tiny_beir(tmp_path) -> Path:
+    """The tiny BEIR dataset of tests/support/tiny_beir.py, written to a temporary directory."""
+    from tests.support.tiny_beir import write_tiny_beir
+
+    return write_tiny_beir(tmp_path / "tiny")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from search.adapter import QueryAdapter
+from search.finetune.loop import run_steps, total_steps
 
 
 @dataclass(frozen=True)
@@ -65,29 +66,23 @@ def train_adapter(
     order = list(range(len(examples)))
     rng = random.Random(config.seed)
     per_epoch = (len(order) + config.batch_size - 1) // config.batch_size
-    total = per_epoch * config.epochs
-    if config.max_steps is not None:
-        total = min(total, config.max_steps)
-    step, loss_value = 0, float("nan")
-    while step < total:
+    total = total_steps(per_epoch, config.epochs, config.max_steps)
+
+    def epoch():
         rng.shuffle(order)
-        for start in range(0, len(order), config.batch_size):
-            if step >= total:
-                break
-            idx = torch.tensor(order[start: start + config.batch_size])
-            qb = q[idx]
-            qa = torch.nn.functional.normalize(qb + qb @ weight + bias, dim=1)
-            in_batch = qa @ p[idx].T  # (b, b): diagonal is the positive
-            hard = torch.einsum("bd,bnd->bn", qa, negs_t[idx]).masked_fill(~mask_t[idx], -1e4)
-            logits = torch.cat([in_batch, hard], dim=1) / config.temperature
-            loss = torch.nn.functional.cross_entropy(logits, torch.arange(len(idx)))
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            step += 1
-            loss_value = loss.item()
-            if progress is not None:
-                progress(step, total, loss_value)
+        return [order[start: start + config.batch_size]
+                for start in range(0, len(order), config.batch_size)]
+
+    def batch_loss(batch: list[int]):
+        idx = torch.tensor(batch)
+        qb = q[idx]
+        qa = torch.nn.functional.normalize(qb + qb @ weight + bias, dim=1)
+        in_batch = qa @ p[idx].T  # (b, b): diagonal is the positive
+        hard = torch.einsum("bd,bnd->bn", qa, negs_t[idx]).masked_fill(~mask_t[idx], -1e4)
+        logits = torch.cat([in_batch, hard], dim=1) / config.temperature
+        return torch.nn.functional.cross_entropy(logits, torch.arange(len(idx)))
+
+    step, loss_value = run_steps(epoch, total, batch_loss, opt, progress=progress)
     adapter = QueryAdapter(weight.detach().numpy().copy(), bias.detach().numpy().copy())
     return adapter, {"examples": len(examples), "steps": step, "final_loss": loss_value}
 

@@ -19,19 +19,13 @@ from pathlib import Path
 
 from search.embedding import resolve_model_path
 from search.finetune.data import Example
+from search.finetune.loop import Training, adamw_with_warmup, run_steps, total_steps
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class EmbedderTraining:
-    epochs: int = 1
-    batch_size: int = 32
-    learning_rate: float = 2e-5
-    warmup_ratio: float = 0.1
-    max_length: int = 128
-    max_steps: int | None = None
-    seed: int = 13
+class EmbedderTraining(Training):
     scale: float = 20.0  # MNRL's default: cosine x 20, a temperature of 0.05
 
 
@@ -106,34 +100,22 @@ def train_embedder(
     model.max_seq_length = config.max_length
     loss_fn = MultipleNegativesRankingLoss(model, scale=config.scale)
     per_epoch = len(batches(rows, config.batch_size, random.Random(config.seed)))
-    total = per_epoch * config.epochs
-    if config.max_steps is not None:
-        total = min(total, config.max_steps)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.01)
-    warmup = max(1, int(total * config.warmup_ratio))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
-    )
+    total = total_steps(per_epoch, config.epochs, config.max_steps)
+    params = list(model.parameters())
+    optimizer, scheduler = adamw_with_warmup(params, config.learning_rate, total,
+                                             config.warmup_ratio)
+
+    def batch_loss(batch: list[Row]):
+        columns = [[q for q, _, _ in batch], [p for _, p, _ in batch]]
+        if batch[0][2] is not None:
+            columns.append([n for _, _, n in batch])
+        return loss_fn([model.preprocess(column) for column in columns], None)
+
     model.train()
-    step, loss_value = 0, float("nan")
-    while step < total:
-        for batch in batches(rows, config.batch_size, rng):  # a new order every epoch
-            if step >= total:
-                break
-            columns = [[q for q, _, _ in batch], [p for _, p, _ in batch]]
-            if batch[0][2] is not None:
-                columns.append([n for _, _, n in batch])
-            features = [model.preprocess(column) for column in columns]
-            loss = loss_fn(features, None)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            step += 1
-            loss_value = loss.item()
-            if progress is not None:
-                progress(step, total, loss_value)
+    step, loss_value = run_steps(
+        lambda: batches(rows, config.batch_size, rng),  # a new order every epoch
+        total, batch_loss, optimizer, scheduler=scheduler, clip=params, progress=progress,
+    )
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(str(out_dir), create_model_card=False)

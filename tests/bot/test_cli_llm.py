@@ -8,7 +8,6 @@ a background thread; the ``chat`` test runs the CLI as a separate process.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -16,7 +15,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from bot.answer import LLM_UNAVAILABLE_NOTICE, NO_EVIDENCE_TEXT
 from bot.cli import main
 from bot.prompts import REWRITE_SYSTEM_PROMPT, SYSTEM_PROMPT
 from bot.settings import AnswerSettings
-from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply, ThreadedFakeOpenAI
 
 pytestmark = pytest.mark.slow
 
@@ -49,31 +47,6 @@ def prompt_sources(messages: list[dict[str, Any]]) -> list[tuple[int, str, str |
 
 def markers(text: str) -> list[int]:
     return [int(n) for group in re.findall(r"\[([\d, ]+)\]", text) for n in group.split(",")]
-
-
-class ThreadedFakeOpenAI:
-    """A :class:`FakeOpenAI` serving from its own event loop on a daemon thread."""
-
-    def __init__(self) -> None:
-        self.server = FakeOpenAI()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    def _call(self, coro) -> None:
-        asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
-
-    def __enter__(self) -> FakeOpenAI:
-        self._thread.start()
-        self._call(self.server.start())
-        return self.server
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self._call(self.server.stop())
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=30)
-            self._loop.close()
 
 
 @pytest.fixture

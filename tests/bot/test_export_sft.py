@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from bot.cli import main
 from bot.prompts import SYSTEM_PROMPT
 from tests.support.fake_openai import FakeOpenAI, ThreadedFakeOpenAI
 from tests.support.qa_corpus import install_index, qa_index  # noqa: F401 - a fixture
+from tests.support.qa_corpus import read_jsonl, run
 
 pytestmark = pytest.mark.slow
 
@@ -64,16 +64,6 @@ def good_records(docs: dict[str, str], count: int) -> list[dict[str, Any]]:
     return [feedback("helpful", f"Question {i}: which VPN client do we use?",
                      f"Use the WireGuard client [1]; lost keys go to the IT helpdesk [2]. ({i})",
                      [vpn, keys]) for i in range(count)]
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def test_export_writes_chat_examples_with_the_bots_prompt(indexed, data_dir: Path, capsys,

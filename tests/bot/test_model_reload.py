@@ -25,7 +25,7 @@ from search.finetune.registry import Candidate, ModelRegistry
 from search.models import Document
 from search.rerank import hit_text
 from search.text import content_hash
-from tests.search.test_finetune import QUESTIONS, TOPICS
+from tests.support.tiny_beir import QUESTIONS, TOPICS
 from tests.support.tiny_reranker import tiny_reranker  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.slow

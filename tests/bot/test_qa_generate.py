@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 
-from bot.cli import CliError, main
+from bot.cli import CliError
 from bot.finetune_command import _training_data
 from bot.qa_command import QA_PROMPT
 from bot.settings import Settings
 from search.finetune.data import split_by_document
 from tests.support.fake_openai import FakeOpenAI, Reply, ThreadedFakeOpenAI
 from tests.support.qa_corpus import SOURCE, install_index, qa_index  # noqa: F401 - a fixture
+from tests.support.qa_corpus import read_jsonl, run
 
 pytestmark = pytest.mark.slow
 
@@ -82,16 +83,6 @@ def llm_server(data_dir: Path, monkeypatch) -> Iterator[FakeOpenAI]:
 @pytest.fixture
 def indexed(qa_index: Path, data_dir: Path) -> Path:  # noqa: F811
     return install_index(qa_index, data_dir)
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def test_generate_keeps_good_questions_and_counts_every_drop(

@@ -18,7 +18,6 @@ from bot.wiring import model_registry
 from handlers.training import parse_finetune
 from tests.handlers.conftest import ALICE, CHANNEL
 from tests.handlers.test_admin import ADMIN, admin_bot
-from tests.search.test_finetune import tiny_beir  # noqa: F401 - a fixture
 from tests.support.valkey import redis_url, valkey_server  # noqa: F401 - fixtures
 
 
@@ -46,7 +45,7 @@ async def finished(h, count: int, kind: str = "adapter", timeout: float = 90):
 
 @pytest.mark.slow
 async def test_an_admin_trains_from_slack_and_gets_the_table_refused_then_forced(
-    trainer, tiny_beir, caplog  # noqa: F811
+    trainer, tiny_beir, caplog
 ):
     h = trainer
     caplog.set_level(logging.WARNING, logger="lorebot.audit")

@@ -136,37 +136,6 @@ async def test_the_adapter_changes_query_vectors_and_is_applied_at_query_time(tm
 
 # --- the gate, end to end over a tiny BEIR dataset (the real MiniLM, a handful of documents) ----
 
-TOPICS = [
-    ("vpn", "Setting up the VPN", "Install the VPN client and register your hardware key."),
-    ("hotel", "Hotel budget", "Hotels are reimbursed up to 180 euros per night on trips."),
-    ("flight", "Flight class", "Economy class is required for flights under six hours."),
-    ("laptop", "Laptop refresh", "Laptops are replaced every three years by the IT helpdesk."),
-    ("payroll", "Payroll dates", "Salaries are paid on the last working day of the month."),
-    ("parking", "Parking permits", "Parking permits for the garage are issued by facilities."),
-    ("badge", "Lost badge", "Report a lost access badge to security within one day."),
-    ("leave", "Parental leave", "Parental leave lasts sixteen weeks at full pay."),
-]
-QUESTIONS = {
-    "vpn": "how do I install the vpn client", "hotel": "what is the hotel budget per night",
-    "flight": "which class for short flights", "laptop": "when is my laptop replaced",
-    "payroll": "when are salaries paid", "parking": "who issues parking permits",
-    "badge": "I lost my access badge", "leave": "how long is parental leave",
-}
-
-
-@pytest.fixture
-def tiny_beir(tmp_path):
-    root = tmp_path / "tiny"
-    (root / "qrels").mkdir(parents=True)
-    (root / "corpus.jsonl").write_text("".join(
-        json.dumps({"_id": d, "title": t, "text": x}) + "\n" for d, t, x in TOPICS))
-    (root / "queries.jsonl").write_text("".join(
-        json.dumps({"_id": "q-" + d, "text": q}) + "\n" for d, q in QUESTIONS.items()))
-    (root / "qrels" / "train.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + "".join(f"q-{d}\t{d}\t1\n" for d in QUESTIONS))
-    return root
-
-
 def _args(dataset, **kw):
     return SimpleNamespace(kind="adapter", dataset=dataset, split="train", epochs=1,
                            max_steps=1, force=False, json=True, **kw)

@@ -21,25 +21,12 @@ from search.finetune.data import Example, Passage
 from search.finetune.embedder import batches, training_rows
 from search.models import Chunk, Document
 from search.text import content_hash
-from tests.search.test_finetune import QUESTIONS, TOPICS
+from tests.support.tiny_beir import QUESTIONS, TOPICS
 
 BASE = "all-MiniLM-L6-v2"
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def tiny_beir(tmp_path):
-    root = tmp_path / "tiny"
-    (root / "qrels").mkdir(parents=True)
-    (root / "corpus.jsonl").write_text("".join(
-        json.dumps({"_id": d, "title": t, "text": x}) + "\n" for d, t, x in TOPICS))
-    (root / "queries.jsonl").write_text("".join(
-        json.dumps({"_id": "q-" + d, "text": q}) + "\n" for d, q in QUESTIONS.items()))
-    (root / "qrels" / "train.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + "".join(f"q-{d}\t{d}\t1\n" for d in QUESTIONS))
-    return root
 
 
 def _docs(source="kb", topics=TOPICS):

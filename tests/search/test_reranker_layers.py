@@ -34,3 +34,28 @@ def test_more_layers_than_the_model_has_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="between 1 and 6"):
         train_reranker(EXAMPLES, tmp_path / "rr", base_model="all-MiniLM-L6-v2",
                        config=RerankerTraining(max_steps=1, layers=7))
+
+
+def test_group_training_ranks_the_positive_first(tmp_path):
+    """The listwise + pairwise loss learns to put each query's positive above its negatives
+    (on the training groups: a check that the loop learns at all, not of generalisation)."""
+    examples = [
+        Example("q1", "How long do refunds take?", {"refunds"},
+                [Passage("refunds", "Refunds are paid back within five working days.")],
+                [Passage("vpn", "The VPN listens on UDP port 1194."),
+                 Passage("lunch", "Lunch is served in the canteen from noon.")]),
+        Example("q2", "Which port does the VPN use?", {"vpn"},
+                [Passage("vpn", "The VPN listens on UDP port 1194.")],
+                [Passage("refunds", "Refunds are paid back within five working days."),
+                 Passage("lunch", "Lunch is served in the canteen from noon.")]),
+    ]
+    out = tmp_path / "rr"
+    stats = train_reranker(examples, out, base_model="all-MiniLM-L6-v2",
+                           config=RerankerTraining(epochs=20, batch_size=6, learning_rate=1e-4,
+                                                   layers=2, warmup_ratio=0.0))
+    assert stats["groups"] == 2 and stats["pairs"] == 6
+    reranker = CrossEncoderReranker(str(out))
+    for ex in examples:
+        texts = [p.text for p in (*ex.positives, *ex.negatives)]
+        scores = reranker.scores(ex.query, texts)
+        assert scores[0] == max(scores), (ex.query, scores)

@@ -1,10 +1,13 @@
 """A tiny knowledge base of one-chunk documents, indexed once per session through the CLI, for
-the tests of `lorebot qa generate` and `lorebot export sft` (neither loads a model itself)."""
+the tests of `lorebot qa generate` and `lorebot export sft` (neither loads a model itself), and
+the helpers both use to run the CLI and read the JSONL it writes."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,3 +54,16 @@ def install_index(index: Path, data_dir: Path) -> Path:
         if src.exists():
             shutil.copy(src, data_dir / src.name)
     return data_dir / index.name
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run the CLI in this process: (exit code, stdout, stderr)."""
+    from bot.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]

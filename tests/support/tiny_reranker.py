@@ -35,22 +35,18 @@ def build_tiny_reranker(dest: Path, *, seed: int = SEED, layers: int | None = No
         return dest
 
     import torch
-    import transformers
     from sentence_transformers import CrossEncoder
 
     from search.embedding import resolve_model_path
+    from search.finetune.loop import quiet_transformers
 
     base = resolve_model_path(BASE_MODEL)
     if not Path(base).is_dir():
         raise RuntimeError(f"{BASE_MODEL} is not installed locally (resolved to {base!r})")
     torch.manual_seed(seed)
     # Loading prints a report of the newly initialised head; that is the point here, not news.
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    try:
+    with quiet_transformers():
         model = CrossEncoder(base, num_labels=1, device="cpu")
-    finally:
-        transformers.logging.set_verbosity(verbosity)
     check_fresh_head(model)
     if layers is not None:
         from search.finetune.reranker import keep_layers
