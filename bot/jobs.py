@@ -408,7 +408,7 @@ async def index_source(services, source: Source, progress: Progress | None = Non
         from bot.slack_source import load_channel
 
         items = await load_channel(slack_client, source.name, source.location,
-                                   on_progress=lambda d, t: report("fetching", d, t))
+                                   on_progress=lambda d, t: report("reading", d, t))
         total = len(items)
     elif source.type == "slack_files":
         from bot.slack_files import load_files
@@ -417,7 +417,7 @@ async def index_source(services, source: Source, progress: Progress | None = Non
         items = await load_files(slack_client, source.name, source.location,
                                  max_bytes=int(s.search.max_file_mb * 1024 * 1024),
                                  timeout_s=s.sources.fetch_timeout_s,
-                                 on_progress=lambda d, t: report("fetching", d, t))
+                                 on_progress=lambda d, t: report("downloading", d, t))
         total = len(items)
     else:
         raise SourceRegistryError(f"{source.type} sources cannot be indexed yet")
@@ -444,6 +444,11 @@ async def wait_for(queue: JobQueue, job_id: str, timeout_s: float = 600.0) -> Jo
     raise TimeoutError(f"job {job_id} did not finish in {timeout_s:g} s")
 
 
+# What a job's progress counts in each phase (index_source reports the phase).
+PHASE_UNITS = {"fetching": "pages fetched", "reading": "threads read",
+               "downloading": "files downloaded", "indexing": "documents done"}
+
+
 def job_text(job: Job) -> str:
     """The Slack message that shows a job: queued, progress, then the summary or the error."""
     if job.kind == "finetune":
@@ -457,7 +462,7 @@ def job_text(job: Job) -> str:
     if job.state == "running":
         if job.phase:
             of = f"/{job.total}" if job.total is not None else ""
-            unit = "pages fetched" if job.phase == "fetching" else "documents done"
+            unit = PHASE_UNITS.get(job.phase, "documents done")
             return f":arrows_counterclockwise: Reindexing *{job.source}*: {job.done}{of} {unit}{who}."
         return f":arrows_counterclockwise: Reindexing *{job.source}*…{who}"
     if job.state == "failed":

@@ -240,3 +240,15 @@ async def test_sources_with_a_refresh_interval_are_reindexed_on_schedule(client)
     await task
     assert runs and set(runs) == {"often"}
     assert 2 <= len(runs) <= 3  # once the interval passed, then again a second later
+
+
+def test_progress_names_what_each_phase_counts():
+    from bot.jobs import Job, job_text
+
+    def text(phase):
+        return job_text(Job(id="j1", source="s", state="running", phase=phase, done=2, total=5))
+
+    assert "2/5 pages fetched" in text("fetching")
+    assert "2/5 threads read" in text("reading")
+    assert "2/5 files downloaded" in text("downloading")
+    assert "2/5 documents done" in text("indexing")
