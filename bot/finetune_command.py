@@ -221,8 +221,8 @@ def _corpus_lookup(path: Path) -> dict[str, tuple[str, str]]:
 async def _train(args, settings, registry, services, examples):
     """Train the candidate, register it, and return it with a retriever that uses it."""
     from search.finetune.data import digest
+    from bot.wiring import new_reranker, new_retriever
     from search.finetune.registry import Candidate
-    from search.retriever import Retriever
 
     f, s = settings.finetune, settings.search
     cid = registry.new_id(args.kind)
@@ -230,7 +230,6 @@ async def _train(args, settings, registry, services, examples):
     base_embedder = getattr(services.embedder, "inner", services.embedder)
     if args.kind == "reranker":
         from search.finetune.reranker import RerankerTraining, train_reranker
-        from search.rerank import CrossEncoderReranker
 
         config = RerankerTraining(
             epochs=args.epochs or f.reranker_epochs, batch_size=f.reranker_batch_size,
@@ -241,13 +240,8 @@ async def _train(args, settings, registry, services, examples):
         started = time.perf_counter()
         stats = await _training(args, "training reranker", train_reranker, examples, out,
                                 base_model=base, config=config)
-        reranker = CrossEncoderReranker(str(out), device=s.device,
-                                        batch_size=s.rerank_batch_size,
-                                        max_length=s.rerank_max_tokens)
-        retriever = Retriever(services.index, services.embedder, reranker,
-                              candidates=s.candidates, rrf_k=s.rrf_k, bm25_weight=s.bm25_weight,
-                              dense_weight=s.dense_weight, rerank_depth=s.rerank_depth,
-                              default_mode="rerank")
+        retriever = new_retriever(settings, services.index, services.embedder,
+                                  new_reranker(settings, str(out)), default_mode="rerank")
     elif args.kind == "embedder":
         from search.finetune.embedder import EmbedderTraining, train_embedder
 
@@ -281,10 +275,8 @@ async def _train(args, settings, registry, services, examples):
         adapter, stats = await _training(args, "training adapter", train_adapter, vex,
                                          config=config)
         adapter.save(out)
-        retriever = Retriever(services.index, AdaptedEmbedder(base_embedder, adapter),
-                              services.reranker, candidates=s.candidates, rrf_k=s.rrf_k,
-                              bm25_weight=s.bm25_weight, dense_weight=s.dense_weight,
-                              rerank_depth=s.rerank_depth, default_mode=s.default_mode)
+        retriever = new_retriever(settings, services.index,
+                                  AdaptedEmbedder(base_embedder, adapter), services.reranker)
     seconds = time.perf_counter() - started
     from dataclasses import asdict
 
@@ -304,16 +296,12 @@ async def _candidate_retriever(args, settings, services, model_dir: Path):
     """The gate ranks the whole corpus with the candidate's vectors: a copy of the index,
     re-embedded with the candidate (kept in the candidate's directory for its promotion)."""
     from bot.embedder_promotion import build_candidate_index
-    from bot.wiring import open_index
-    from search.embedding import SentenceTransformerEmbedder
+    from bot.wiring import new_embedder, new_retriever, open_index
     from search.index.sqlite import SqliteIndex
-    from search.retriever import Retriever
 
     if not isinstance(services.index, SqliteIndex):
         raise CliError("the embedder gate needs the embedded (SQLite) index")
-    s = settings.search
-    embedder = SentenceTransformerEmbedder(str(model_dir.resolve()), device=s.device,
-                                           batch_size=s.embed_batch_size)
+    embedder = new_embedder(settings, str(model_dir.resolve()))
     started = time.perf_counter()
     path = await _progress(args, "re-embedding", "re-embedding the index with the candidate",
                            None, lambda tick: build_candidate_index(services.index.path, model_dir,
@@ -321,9 +309,8 @@ async def _candidate_retriever(args, settings, services, model_dir: Path):
     _say(args, f"candidate index {path} ({time.perf_counter() - started:.1f} s)")
     index = open_index(settings, path, embedder_model=embedder.model_id)
     # No adapter: the active one maps the old model's query vectors (wiring drops it too).
-    return Retriever(index, embedder, services.reranker, candidates=s.candidates, rrf_k=s.rrf_k,
-                     bm25_weight=s.bm25_weight, dense_weight=s.dense_weight,
-                     rerank_depth=s.rerank_depth, default_mode=services.retriever.default_mode)
+    return new_retriever(settings, index, embedder, services.reranker,
+                         default_mode=services.retriever.default_mode)
 
 
 async def _vector_lookup(services, embedder, examples):

@@ -142,7 +142,7 @@ async def run_qa_generate(args, settings: Settings | None = None) -> int:
     if chunks and failed == len(chunks):
         raise CliError(f"the language model failed on every one of {len(chunks)} chunks; "
                        "check LOREBOT_LLM__BASE_URL and that the server is up")
-    await asyncio.to_thread(_write_jsonl, out, records)
+    await asyncio.to_thread(write_jsonl, out, records)
     summary = {"out": str(out), "chunks": len(chunks), "questions": asked, "kept": len(records),
                "dropped": dict(judge.dropped),
                "replies": {"parsed": parsed, "not_json": invalid, "failed": failed}}
@@ -170,7 +170,7 @@ def _build_llm(settings: Settings):
     return llm
 
 
-def _write_jsonl(path: Path, records: list[dict]) -> None:
+def write_jsonl(path: Path, records: list[dict]) -> None:
     """Replace ``path`` whole: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -11,7 +11,6 @@ sources are exactly the cited ones, numbered as the answer cites them.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 from collections import Counter
@@ -19,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from bot.cli import EXIT_OK, CliError, print_json
+from bot.qa_command import write_jsonl
 from bot.settings import Settings
 
 SFT_FILE = "sft.jsonl"
@@ -135,7 +135,7 @@ async def run_export_sft(args, settings: Settings | None = None) -> int:
     examples, skipped = await asyncio.to_thread(
         build_examples, records, settings.index_path, min_rating=args.min_rating,
         context_tokens=settings.llm.context_tokens, secrets=secrets_of(settings))
-    await asyncio.to_thread(_write, out, examples)
+    await asyncio.to_thread(write_jsonl, out, examples)
     result: dict = {"out": str(out), "examples": len(examples), "feedback": len(records),
                     "skipped": dict(skipped)}
     if not args.json:
@@ -187,10 +187,3 @@ async def submit(settings: Settings, path: Path, count: int, *, model: str | Non
     return {"id": job.id, "status": job.status, "model": job.model, "training_file": uploaded.id}
 
 
-def _write(path: Path, examples: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for ex in examples:
-            fh.write(json.dumps(ex, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)

@@ -194,6 +194,16 @@ def new_reranker(settings: Settings, model: str):
                                 max_length=s.rerank_max_tokens)
 
 
+def new_retriever(settings: Settings, index, embedder, reranker, default_mode=None):
+    """A retriever ranking as the search settings say (candidates, fusion, rerank depth)."""
+    from search.retriever import Retriever
+
+    s = settings.search
+    return Retriever(index, embedder, reranker, candidates=s.candidates, rrf_k=s.rrf_k,
+                     bm25_weight=s.bm25_weight, dense_weight=s.dense_weight,
+                     rerank_depth=s.rerank_depth, default_mode=default_mode or s.default_mode)
+
+
 def new_indexer(settings: Settings, index, embedder):
     """An indexer embedding with ``embedder`` and chunking as the settings say."""
     from search.indexer import Indexer
@@ -210,9 +220,6 @@ def build_services(
     With registry models (FINETUNE__USE_REGISTRY), the retriever and indexer are wrapped so a
     promotion or rollback by another process takes effect here too (bot.model_reload).
     """
-    from search.retriever import Retriever
-
-    s = settings.search
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     registry = model_registry(settings) if settings.finetune.use_registry else None
     reloader = None
@@ -229,17 +236,7 @@ def build_services(
 
         embedder = AdaptedEmbedder(embedder, QueryAdapter.load(models.adapter))
     reranker = new_reranker(settings, models.reranker) if models.reranker else None
-    retriever = Retriever(
-        index,
-        embedder,
-        reranker,
-        candidates=s.candidates,
-        rrf_k=s.rrf_k,
-        bm25_weight=s.bm25_weight,
-        dense_weight=s.dense_weight,
-        rerank_depth=s.rerank_depth,
-        default_mode=s.default_mode,
-    )
+    retriever = new_retriever(settings, index, embedder, reranker)
     indexer = new_indexer(settings, index, embedder)
     llm = None
     if with_llm:
