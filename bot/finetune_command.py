@@ -79,7 +79,7 @@ async def finetune(settings: Settings, kind: str, *, dataset: str | Path | None 
     what to do when there is no training data or the backend cannot take the candidate.
 
     ``progress(phase, done, total)``: phases "indexing dataset", "mining", "training",
-    "re-embedding", "validating active", "validating candidate", "promoting".
+    "fitting blend", "re-embedding", "validating active", "validating candidate", "promoting".
     """
     from bot.wiring import build_services, model_registry
 
@@ -111,7 +111,7 @@ async def finetune(settings: Settings, kind: str, *, dataset: str | Path | None 
         _say(args, f"{len(train_q)} training and {len(val_q)} validation queries, "
              f"{len(split_.train_docs)} and {len(split_.val_docs)} relevant documents, disjoint")
         examples = await _mine(args, services, data, train_q, settings)
-        candidate, trained = await _train(args, settings, registry, services, examples)
+        candidate, trained = await _train(args, settings, registry, services, data, examples)
         before = await _gate_eval(args, services.retriever, data, val_q, "active")
         try:
             after = await _gate_eval(args, trained, data, val_q, "candidate")
@@ -218,7 +218,7 @@ def _corpus_lookup(path: Path) -> dict[str, tuple[str, str]]:
     return out
 
 
-async def _train(args, settings, registry, services, examples):
+async def _train(args, settings, registry, services, data, examples):
     """Train the candidate, register it, and return it with a retriever that uses it."""
     from search.finetune.data import digest
     from bot.wiring import new_reranker, new_retriever
@@ -238,8 +238,10 @@ async def _train(args, settings, registry, services, examples):
         )
         base = s.embedding_model
         started = time.perf_counter()
-        stats = await _training(args, "training reranker", train_reranker, examples, out,
+        fit, held_out = _blend_split(examples, f)
+        stats = await _training(args, "training reranker", train_reranker, fit, out,
                                 base_model=base, config=config)
+        stats.update(await _fit_blend(args, settings, services, data, out, held_out))
         retriever = new_retriever(settings, services.index, services.embedder,
                                   new_reranker(settings, str(out)), default_mode="rerank")
     elif args.kind == "embedder":
@@ -352,12 +354,7 @@ async def _gate_eval(args, retriever, data, val_q, label) -> dict:
     queries = {q: data["queries"][q] for q in val_q}
     qrels = {q: data["qrels"][q] for q in val_q}
     mode = retriever.default_mode
-    if args.dataset is not None:
-        from bot.eval_command import _corpus_source
-
-        sources = [_corpus_source(data["beir"].name)]
-    else:
-        sources = None
+    sources = _sources(args, data)
     result = await _progress(args, f"validating {label}", f"validating {label} ({mode})",
                              len(queries),
                              lambda tick: evaluate(retriever, queries, qrels, [mode], depth=10,
@@ -366,6 +363,61 @@ async def _gate_eval(args, retriever, data, val_q, label) -> dict:
                                                    progress=lambda m, d, t: tick(d, t)))
     scores = result.results[mode]
     return {"mode": mode, **{m: round(scores[m], 4) for m in GATE_METRICS}}
+
+
+def _sources(args, data) -> list[str] | None:
+    """A dataset is searched within its own corpus; feedback queries search everything."""
+    if args.dataset is None:
+        return None
+    from bot.eval_command import _corpus_source
+
+    return [_corpus_source(data["beir"].name)]
+
+
+# Fewer held-out queries than this say nothing about the blend: the reranker's order is used.
+MIN_BLEND_QUERIES = 5
+
+
+def _blend_split(examples, f):
+    """(training examples, held-out examples) for the reranker: held out by relevant document,
+    as validation is, so the blend is fitted on documents the reranker never trained on."""
+    from search.finetune.data import split_by_document
+
+    if f.reranker_blend_fraction <= 0:
+        return list(examples), []
+    split = split_by_document({e.qid: dict.fromkeys(e.positive_docs, 1) for e in examples},
+                              val_fraction=f.reranker_blend_fraction, seed=f.seed)
+    held = set(split.validation)
+    if len(held) < MIN_BLEND_QUERIES:
+        return list(examples), []
+    return [e for e in examples if e.qid not in held], [e for e in examples if e.qid in held]
+
+
+async def _fit_blend(args, settings, services, data, model_dir: Path, held_out) -> dict:
+    """Fit the trained reranker's blend on the held-out examples and save it with the model."""
+    from bot.reranker_blend import fit_blend
+    from bot.wiring import new_reranker, new_retriever
+    from search import rerank_model
+
+    if not held_out:
+        _say(args, "too few training queries to hold some out: the reranker's order is used "
+             "alone (blend 1.0)")
+        return {"blend": 1.0, "blend_queries": 0}
+    _report(args, "fitting blend", 0, None)
+    queries = {e.qid: e.query for e in held_out}
+    qrels = {e.qid: data["qrels"][e.qid] for e in held_out}
+    blend, table = await fit_blend(
+        lambda reranker: new_retriever(settings, services.index, services.embedder, reranker,
+                                       default_mode="rerank"),
+        new_reranker(settings, str(model_dir)), queries, qrels, key=data["key"],
+        sources=_sources(args, data), fetch_k=GATE_FETCH,
+    )
+    rerank_model.set_blend(model_dir, blend)
+    _say(args, f"blend {blend:.1f} on {len(held_out)} held-out training queries "
+         f"(nDCG@10 {table[0.0]:.4f} fused order, {table[1.0]:.4f} reranker alone, "
+         f"{table[blend]:.4f} blended)")
+    return {"blend": blend, "blend_queries": len(held_out),
+            "blend_ndcg@10": {f"{b:.1f}": v for b, v in table.items()}}
 
 
 async def run_models(args, settings: Settings | None = None) -> int:

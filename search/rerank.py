@@ -62,13 +62,23 @@ class CrossEncoderReranker:
     def warm_up(self) -> None:
         self.scores("warm up", ["warm up"])
 
+    @property
+    def blend(self) -> float:
+        """How far the reranker's order replaces the fused one (see :func:`blended_order`):
+        a lorebot-trained model brings the weight fitted when it was trained; any other
+        cross-encoder replaces the fused order."""
+        return float(getattr(self.model, "blend", 1.0))
+
     def scores(self, query: str, passages: Sequence[str]) -> list[float]:
         """Relevance of each passage to the query in 0..1 (sigmoid of the model's logit)."""
         import torch
 
         if not passages:
             return []
-        out = self.model.predict(
+        model = self.model
+        if is_segment_model(model):
+            return _segment_scores(model, query, passages, self.batch_size)
+        out = model.predict(
             [(query, p) for p in passages],
             batch_size=self.batch_size,
             activation_fn=torch.nn.Sigmoid(),
@@ -78,9 +88,31 @@ class CrossEncoderReranker:
 
     async def rerank(self, query: str, hits: Sequence[Hit]) -> list[Hit]:
         texts = [hit_text(h) for h in hits]
-        scores = await run_model(self.scores, query, texts)
-        rescored = [dataclasses.replace(h, score=s) for h, s in zip(hits, scores)]
-        return sorted(rescored, key=lambda h: -h.score)
+        return rescored(hits, await run_model(self.scores, query, texts), self.blend)
+
+
+def rescored(hits: Sequence[Hit], scores: Sequence[float], blend: float) -> list[Hit]:
+    """Copies of ``hits`` (in the fused order) carrying their reranker scores, in the blended
+    order (see :func:`blended_order`)."""
+    copies = [dataclasses.replace(h, score=s) for h, s in zip(hits, scores)]
+    return [copies[i] for i in blended_order(scores, blend)]
+
+
+def blended_order(scores: Sequence[float], blend: float) -> list[int]:
+    """Positions of ``scores`` (given in the fused order, best first), best first after blending.
+
+    Each hit's reranker score and its fused position are both scaled to 0..1 within the list
+    (position: 1 for the first, 0 for the last) and mixed ``blend : 1 - blend``; blend 1 is the
+    reranker's order, 0 the fused order. Ties keep the fused order.
+    """
+    n = len(scores)
+    if n < 2 or blend >= 1.0:
+        return sorted(range(n), key=lambda i: (-scores[i], i))
+    lo, hi = min(scores), max(scores)
+    spread = (hi - lo) or 1.0
+    mixed = [blend * (s - lo) / spread + (1 - blend) * (1 - i / (n - 1))
+             for i, s in enumerate(scores)]
+    return sorted(range(n), key=lambda i: (-mixed[i], i))
 
 
 def hit_text(hit: Hit) -> str:
@@ -89,11 +121,35 @@ def hit_text(hit: Hit) -> str:
     return f"{context}\n{hit.text}" if context else hit.text
 
 
+def is_segment_model(model) -> bool:
+    return hasattr(model, "blend") and hasattr(model, "tokenizer") and callable(model)
+
+
+def _segment_scores(model, query: str, passages: Sequence[str], batch_size: int) -> list[float]:
+    """lorebot's own model (search.rerank_model): shortest pairs batched together, as
+    sentence-transformers does for its CrossEncoder, so little padding is computed."""
+    import torch
+
+    order = sorted(range(len(passages)), key=lambda i: len(passages[i]))
+    out = [0.0] * len(passages)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start: start + batch_size]
+            logits = model([query] * len(chunk), [passages[i] for i in chunk])
+            for i, p in zip(chunk, torch.sigmoid(logits).tolist()):
+                out[i] = float(p)
+    return out
+
+
 def _load_cross_encoder(path: str, device: str, max_length: int | None = None):
+    from search import rerank_model
+
     try:
+        log.info("loading reranker %s", path)
+        if rerank_model.is_segment_reranker(path):
+            return rerank_model.load(path, device=device, max_length=max_length)
         from sentence_transformers import CrossEncoder
 
-        log.info("loading reranker %s", path)
         return CrossEncoder(path, device=device, max_length=max_length)
     except Exception as exc:
         raise ModelError(

@@ -24,8 +24,8 @@ def test_a_reranker_trained_from_two_layers_has_two_and_scores(tmp_path):
                            config=RerankerTraining(max_steps=1, batch_size=4, layers=2))
     assert stats["steps"] == 1
     reranker = CrossEncoderReranker(str(out))
-    assert reranker.model.model.config.num_hidden_layers == 2
-    assert len(reranker.model.model.base_model.encoder.layer) == 2
+    assert reranker.model.encoder.config.num_hidden_layers == 2
+    assert len(reranker.model.encoder.encoder.layer) == 2
     scores = reranker.scores("VPN port?", ["The VPN listens on UDP port 1194.", "Refunds."])
     assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
 

@@ -1,0 +1,138 @@
+"""The reranker's blend with the fused order: the ordering rule, fitting it on held-out
+queries, and a trained model carrying its fitted blend (issue 8)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.reranker_blend import BLENDS, fit_blend
+from search.models import Hit
+from search.rerank import blended_order, rescored
+
+
+def _hits(query: str, n: int = 5) -> list[Hit]:
+    return [Hit(chunk_id=f"{query}-{i}#0", doc_id=f"{query}-{i}", source="s", title="",
+                text=f"passage {i} for {query}", score=1.0 / (i + 1)) for i in range(n)]
+
+
+def test_blend_zero_keeps_the_fused_order_one_follows_the_scores():
+    scores = [0.1, 0.9, 0.5, 0.3]
+    assert blended_order(scores, 0.0) == [0, 1, 2, 3]
+    assert blended_order(scores, 1.0) == [1, 2, 3, 0]
+    # Halfway: a big score gain beats one place of fused rank, a small one does not.
+    assert blended_order([0.1, 0.9, 0.12, 0.3], 0.5) == [1, 0, 2, 3]
+    assert blended_order([0.5, 0.5, 0.5], 0.7) == [0, 1, 2]  # ties keep the fused order
+    assert blended_order([0.2], 0.3) == [0] and blended_order([], 0.3) == []
+
+
+def test_rescored_hits_carry_the_reranker_score_in_the_blended_order():
+    hits = _hits("q", 3)
+    out = rescored(hits, [0.2, 0.8, 0.5], 1.0)
+    assert [h.doc_id for h in out] == ["q-1", "q-2", "q-0"]
+    assert [h.score for h in out] == [0.8, 0.5, 0.2]
+    assert [h.score for h in hits] == [1.0, 0.5, 1 / 3]  # the inputs are untouched
+
+
+class ScriptedScorer:
+    """A reranker's scoring side that scores by a rule, and counts its calls."""
+
+    def __init__(self, rule):
+        self.rule = rule
+        self.calls = 0
+
+    def scores(self, query, passages):
+        self.calls += 1
+        return [self.rule(query, p) for p in passages]
+
+
+class FixedRetriever:
+    """Fused candidates given per query; the reranker rescores them, as Retriever does."""
+
+    def __init__(self, reranker, fused):
+        self.reranker, self.fused = reranker, fused
+        self.default_mode = "rerank"
+
+    async def search(self, query, *, mode=None, k=10, sources=None):
+        return (await self.reranker.rerank(query, self.fused[query]))[:k]
+
+
+QUERIES = {f"q{i}": f"question {i}" for i in range(6)}
+
+
+async def test_a_reranker_that_knows_better_gets_weight_a_wrong_one_gets_none():
+    fused = {text: _hits(qid) for qid, text in QUERIES.items()}
+    # The relevant document sits third in the fused order of every query.
+    qrels = {qid: {f"{qid}-2": 1} for qid in QUERIES}
+
+    def retriever_for(reranker):
+        return FixedRetriever(reranker, fused)
+
+    right = ScriptedScorer(lambda q, p: 1.0 if p.startswith("passage 2 ") else 0.1)
+    blend, table = await fit_blend(retriever_for, right, QUERIES, qrels, key=lambda h: h.doc_id,
+                                   sources=None, fetch_k=10)
+    assert set(table) == set(BLENDS)
+    assert table[0.0] < table[1.0] == 1.0
+    assert 0.0 < blend < 1.0 and table[blend] == 1.0  # the smallest weight that ranks it first
+    assert all(table[b] < 1.0 for b in BLENDS if b < blend)
+    assert right.calls == len(QUERIES)  # scored once per query, whatever the blends tried
+
+    # Relevant first in the fused order; the reranker puts it last: keep the fused order.
+    qrels = {qid: {f"{qid}-0": 1} for qid in QUERIES}
+    wrong = ScriptedScorer(lambda q, p: 0.0 if p.startswith("passage 0 ") else 0.9)
+    blend, table = await fit_blend(retriever_for, wrong, QUERIES, qrels, key=lambda h: h.doc_id,
+                                   sources=None, fetch_k=10)
+    assert blend == 0.0 and table[0.0] == 1.0 > table[1.0]
+
+
+@pytest.mark.slow
+def test_a_trained_reranker_loads_with_the_blend_saved_for_it(tmp_path):
+    from search import rerank_model
+    from search.finetune.data import Example, Passage
+    from search.finetune.reranker import RerankerTraining, train_reranker
+    from search.rerank import CrossEncoderReranker
+
+    examples = [Example("q1", "Which port does the VPN use?", {"vpn"},
+                        [Passage("vpn", "The VPN listens on UDP port 1194.")],
+                        [Passage("lunch", "Lunch is served in the canteen from noon.")])]
+    out = tmp_path / "rr"
+    train_reranker(examples, out, base_model="all-MiniLM-L6-v2",
+                   config=RerankerTraining(max_steps=1, layers=1))
+    assert CrossEncoderReranker(str(out)).blend == 1.0
+    rerank_model.set_blend(out, 0.3)
+    assert CrossEncoderReranker(str(out)).blend == 0.3
+    with pytest.raises(ValueError, match="within 0..1"):
+        rerank_model.set_blend(out, 1.5)
+    # Training on from a saved reranker keeps its head (scale and bias), not a fresh one.
+    cfg = rerank_model.load_config(out)
+    again = rerank_model.build(out)
+    assert float(again.scale.detach()) == pytest.approx(cfg["scale"])
+    assert float(again.bias.detach()) == pytest.approx(cfg["bias"])
+
+
+@pytest.mark.slow
+async def test_finetune_reranker_fits_its_blend_on_held_out_training_queries(
+    data_dir, tiny_beir, monkeypatch, capsys
+):
+    import json
+    from types import SimpleNamespace
+
+    from bot.finetune_command import run_finetune
+    from bot.settings import Settings
+    from bot.wiring import model_registry
+    from search import rerank_model
+
+    monkeypatch.setenv("LOREBOT_FINETUNE__VAL_FRACTION", "0.25")  # 2 of 8 for the gate
+    monkeypatch.setenv("LOREBOT_FINETUNE__RERANKER_BLEND_FRACTION", "0.8")  # 5 of the other 6
+    settings = Settings(_env_file=None)
+    args = SimpleNamespace(kind="reranker", dataset=tiny_beir, split="train", epochs=1,
+                           max_steps=1, force=False, json=True)
+    assert await run_finetune(args, settings) == 0
+    out = json.loads(capsys.readouterr().out)
+    cand = model_registry(settings).get(out["candidate"])
+    stats = cand.settings
+    assert stats["blend_queries"] == 5 and stats["groups"] == 1  # trained on the sixth only
+    assert set(stats["blend_ndcg@10"]) == {f"{b:.1f}" for b in BLENDS}
+    assert stats["blend"] == rerank_model.load_config(model_registry(settings).path(cand.id))["blend"]
+    best = max(stats["blend_ndcg@10"].values())
+    assert stats["blend_ndcg@10"][f"{stats['blend']:.1f}"] == best
+    assert cand.metrics["validation_queries"] == 2
