@@ -16,8 +16,9 @@ Unless ``--reranker DIR`` names one, the cross-encoder is built from the local M
 with an UNTRAINED classification head (tests/support/tiny_reranker.py), cut to the layers
 ``lorebot finetune reranker`` keeps by default (LOREBOT_FINETUNE__RERANKER_LAYERS, 3 of 6): no
 pretrained cross-encoder is available offline. Its scores are meaningless, so nothing here says
-anything about ranking quality; its cost is real (the size and architecture of the reranker
-lorebot trains).
+anything about ranking quality; its cost is real (the encoder of the size lorebot trains; lorebot's
+own model pools and compares the query and passage tokens instead of classifying the first
+token, a negligible difference; `--reranker DIR` measures a trained one).
 
 A second table breaks the reranking cost down on the same questions' candidates: tokens actually
 read versus padded, by batch size, by rerank depth, with passages capped at 128 tokens, and with
@@ -346,8 +347,11 @@ async def rerank_sweep(services, reranker, questions: Sequence[str], hit_text,
     for q in questions:  # enough hits for the deepest case, not just the default depth
         hits = await services.retriever.search(q, mode="hybrid", k=depths[-1])
         candidates.append((q, [hit_text(h) for h in hits]))
+    from search.rerank import is_segment_model
+
+    segment = is_segment_model(reranker.model)  # lorebot's own model (--reranker DIR)
     tokenizer = reranker.model.tokenizer
-    limit = reranker.model.max_seq_length
+    limit = reranker.model.max_length if segment else reranker.model.max_seq_length
     lengths = [[len(ids) for ids in tokenizer([q] * len(texts), texts, truncation=True,
                                                max_length=limit)["input_ids"]]
                for q, texts in candidates]
@@ -357,7 +361,7 @@ async def rerank_sweep(services, reranker, questions: Sequence[str], hit_text,
     capped = CrossEncoderReranker(reranker.path, device=reranker.device,
                                   batch_size=default_batch, max_length=128)
     capped.warm_up()
-    int8 = _int8_copy(reranker.model)
+    int8 = None if segment else _int8_copy(reranker.model)  # the what-if is for CrossEncoders
 
     def int8_scores(query: str, passages: Sequence[str]) -> list[float]:
         out = int8.predict([(query, p) for p in passages], batch_size=default_batch,

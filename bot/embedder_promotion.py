@@ -32,6 +32,7 @@ from pathlib import Path
 
 from bot.cli import CliError
 from bot.settings import Settings
+from search.models import same_model
 
 CANDIDATE_DIR = "indexes"  # models/<id>/indexes/: the gate's index re-embedded with <id>
 PREVIOUS_DIR = "previous"  # models/<id>/previous/: each index as it was before <id> was promoted
@@ -92,7 +93,7 @@ async def promote_embedder(settings: Settings, registry, candidate_id: str, *,
     current = embedding_model(settings, registry)
     for path in _following_indexes(settings, registry, extra):
         pinned = stored_embedder(path)
-        if pinned == target:
+        if same_model(pinned, target):
             continue
         await asyncio.to_thread(
             copy_index, path, registry.path(candidate_id) / PREVIOUS_DIR / copy_name(path),

@@ -219,7 +219,7 @@ class FinetuneSettings(BaseModel):
     )
     reranker_epochs: int = Field(1, ge=1, description="Reranker epochs (--epochs overrides).")
     reranker_batch_size: int = Field(16, ge=1, description="Pairs per reranker training step.")
-    reranker_learning_rate: float = Field(5e-5, gt=0, description="Reranker AdamW learning rate.")
+    reranker_learning_rate: float = Field(1e-4, gt=0, description="Reranker AdamW learning rate.")
     reranker_max_tokens: int = Field(256, ge=32, description="Tokens per pair while training.")
     reranker_layers: int | None = Field(
         3, ge=1, description="Train the reranker from this many of the base model's transformer "

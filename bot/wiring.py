@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.settings import Settings
+from search.models import same_model
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def active_models(
         adapter = registry.active("adapter")
         # An adapter maps the query vectors of the model it was trained on; with another
         # embedder (promoted since) it would scramble them.
-        if adapter is not None and adapter.base_model != model:
+        if adapter is not None and not same_model(adapter.base_model, model):
             log.warning(
                 "not using adapter %s: it was trained for the embedder %s, the active one is %s; "
                 "train a new adapter (`lorebot finetune adapter`)", adapter.id,

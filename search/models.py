@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import PurePath
 
 
 @dataclass(frozen=True)
@@ -114,3 +116,23 @@ class IndexSummary:
             "chunks": self.chunks,
             "seconds": round(self.seconds, 3),
         }
+
+
+_REGISTRY_ID = re.compile(r"(embedder|adapter|reranker)-\d{8}-\d{6}-\d+")
+
+
+def model_key(name: str) -> str:
+    """What identifies a model: a fine-tuned candidate by its registry id (its directory is
+    ``<data dir>/models/<id>``, and the data dir may move: restored from a backup, mounted
+    elsewhere), any other model by its name or path as given."""
+    path = PurePath(name)
+    if path.parent.name == "models" and _REGISTRY_ID.fullmatch(path.name):
+        return f"registry:{path.name}"
+    return name
+
+
+def same_model(a: str | None, b: str | None) -> bool:
+    """Whether two model names or paths are the same model (see :func:`model_key`)."""
+    if a is None or b is None:
+        return a is b
+    return model_key(a) == model_key(b)

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RerankerTraining(Training):
     batch_size: int = 16
-    learning_rate: float = 5e-5
+    learning_rate: float = 1e-4
     max_length: int = 256
     layers: int | None = None  # keep this many of the base model's layers; None: all
 

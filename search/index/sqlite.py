@@ -49,7 +49,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from search.errors import IndexStoreError
-from search.models import Chunk, Document, Hit, SourceStats, StoredDocument
+from search.models import Chunk, Document, Hit, SourceStats, StoredDocument, same_model
 from search.index.fts_query import fts_query
 from search.index.checks import distinct_sources, validated_vectors
 from search.index.vectors import Delta, Vectors
@@ -496,7 +496,7 @@ class SqliteIndex:
         if self.embedder_model is None or not tx.delta.added:
             return
         pinned = self._stored_embedder(conn)
-        if pinned is None or pinned == self.embedder_model:
+        if pinned is None or same_model(pinned, self.embedder_model):
             return
         (chunks,) = conn.execute("SELECT COUNT(*) FROM chunks").fetchone()
         if chunks > len(tx.delta.added):
@@ -523,14 +523,15 @@ class SqliteIndex:
     def _hash_model_sync(self, model_id: str) -> str | None:
         values = dict(self._reader.execute(
             "SELECT key, value FROM meta WHERE key IN ('embedder', 'hash_model')"))
-        return values.get("hash_model") if values.get("embedder") == model_id else None
+        return (values.get("hash_model")
+                if same_model(values.get("embedder"), model_id) else None)
 
     def _foreign_vectors(self, conn: sqlite3.Connection) -> bool:
         """True when the file's vectors come from another model than our query vectors."""
         if self.embedder_model is None:
             return False
         pinned = self._stored_embedder(conn)
-        if pinned is None or pinned == self.embedder_model:
+        if pinned is None or same_model(pinned, self.embedder_model):
             return False
         if self._warned_model != pinned:
             self._warned_model = pinned

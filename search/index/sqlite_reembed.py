@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from search.errors import IndexStoreError
-from search.models import Chunk
+from search.models import Chunk, same_model
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ def _usable_source(path: Path, model_id: str) -> bool:
     except IndexStoreError as exc:
         log.warning("not reusing vectors from %s: %s", path, exc)
         return False
-    if pinned != model_id:  # expected: the registry keeps copies of every model's vectors
+    if not same_model(pinned, model_id):  # expected: the registry keeps every model's vectors
         log.debug("not reusing vectors from %s: they are of %s, not %s", path, pinned, model_id)
         return False
     return True
