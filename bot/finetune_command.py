@@ -79,7 +79,7 @@ async def finetune(settings: Settings, kind: str, *, dataset: str | Path | None 
     what to do when there is no training data or the backend cannot take the candidate.
 
     ``progress(phase, done, total)``: phases "indexing dataset", "mining", "training",
-    "fitting blend", "re-embedding", "validating active", "validating candidate", "promoting".
+    "re-embedding", "validating active", "validating candidate", "promoting".
     """
     from bot.wiring import build_services, model_registry
 
@@ -111,10 +111,15 @@ async def finetune(settings: Settings, kind: str, *, dataset: str | Path | None 
         _say(args, f"{len(train_q)} training and {len(val_q)} validation queries, "
              f"{len(split_.train_docs)} and {len(split_.val_docs)} relevant documents, disjoint")
         examples = await _mine(args, services, data, train_q, settings)
-        candidate, trained = await _train(args, settings, registry, services, data, examples)
+        candidate, trained = await _train(args, settings, registry, services, examples)
         before = await _gate_eval(args, services.retriever, data, val_q, "active")
+        blend = None
         try:
-            after = await _gate_eval(args, trained, data, val_q, "candidate")
+            if candidate.kind == "reranker":
+                after, blend = await _gate_reranker(args, settings, services, data, val_q,
+                                                    registry.path(candidate.id))
+            else:
+                after = await _gate_eval(args, trained, data, val_q, "candidate")
         finally:
             if trained.index is not services.index:  # the embedder's candidate index
                 await trained.index.close()
@@ -124,7 +129,8 @@ async def finetune(settings: Settings, kind: str, *, dataset: str | Path | None 
     promoted = passed or args.force
     registry.update_metrics(candidate.id, {"validation": {"before": before, "after": after},
                                            "gain_ndcg@10": gain, "gate_passed": passed,
-                                           "validation_queries": len(val_q)})
+                                           "validation_queries": len(val_q),
+                                           **({"blend": blend} if blend else {})})
     if promoted and candidate.kind == "embedder":
         from bot.embedder_promotion import promote_embedder
 
@@ -218,7 +224,7 @@ def _corpus_lookup(path: Path) -> dict[str, tuple[str, str]]:
     return out
 
 
-async def _train(args, settings, registry, services, data, examples):
+async def _train(args, settings, registry, services, examples):
     """Train the candidate, register it, and return it with a retriever that uses it."""
     from search.finetune.data import digest
     from bot.wiring import new_reranker, new_retriever
@@ -238,10 +244,8 @@ async def _train(args, settings, registry, services, data, examples):
         )
         base = s.embedding_model
         started = time.perf_counter()
-        fit, held_out = _blend_split(examples, f)
-        stats = await _training(args, "training reranker", train_reranker, fit, out,
+        stats = await _training(args, "training reranker", train_reranker, examples, out,
                                 base_model=base, config=config)
-        stats.update(await _fit_blend(args, settings, services, data, out, held_out))
         retriever = new_retriever(settings, services.index, services.embedder,
                                   new_reranker(settings, str(out)), default_mode="rerank")
     elif args.kind == "embedder":
@@ -374,50 +378,38 @@ def _sources(args, data) -> list[str] | None:
     return [_corpus_source(data["beir"].name)]
 
 
-# Fewer held-out queries than this say nothing about the blend: the reranker's order is used.
-MIN_BLEND_QUERIES = 5
-
-
-def _blend_split(examples, f):
-    """(training examples, held-out examples) for the reranker: held out by relevant document,
-    as validation is, so the blend is fitted on documents the reranker never trained on."""
-    from search.finetune.data import split_by_document
-
-    if f.reranker_blend_fraction <= 0:
-        return list(examples), []
-    split = split_by_document({e.qid: dict.fromkeys(e.positive_docs, 1) for e in examples},
-                              val_fraction=f.reranker_blend_fraction, seed=f.seed)
-    held = set(split.validation)
-    if len(held) < MIN_BLEND_QUERIES:
-        return list(examples), []
-    return [e for e in examples if e.qid not in held], [e for e in examples if e.qid in held]
-
-
-async def _fit_blend(args, settings, services, data, model_dir: Path, held_out) -> dict:
-    """Fit the trained reranker's blend on the held-out examples and save it with the model."""
-    from bot.reranker_blend import fit_blend
+async def _gate_reranker(args, settings, services, data, val_q, model_dir: Path):
+    """The candidate reranker's validation metrics, cross-fitted over its blend
+    (bot.reranker_blend), and the blend saved with it: (metrics, blend figures)."""
+    from bot.reranker_blend import BLENDS, best_blend, cross_fitted, per_blend_metrics
     from bot.wiring import new_reranker, new_retriever
     from search import rerank_model
+    from search.finetune.data import split_by_document
 
-    if not held_out:
-        _say(args, "too few training queries to hold some out: the reranker's order is used "
-             "alone (blend 1.0)")
-        return {"blend": 1.0, "blend_queries": 0}
-    _report(args, "fitting blend", 0, None)
-    queries = {e.qid: e.query for e in held_out}
-    qrels = {e.qid: data["qrels"][e.qid] for e in held_out}
-    blend, table = await fit_blend(
-        lambda reranker: new_retriever(settings, services.index, services.embedder, reranker,
-                                       default_mode="rerank"),
-        new_reranker(settings, str(model_dir)), queries, qrels, key=data["key"],
-        sources=_sources(args, data), fetch_k=GATE_FETCH,
-    )
+    queries = {q: data["queries"][q] for q in val_q}
+    qrels = {q: data["qrels"][q] for q in val_q}
+    per_blend = await _progress(
+        args, "validating candidate", "validating candidate (rerank, every blend)", len(queries),
+        lambda tick: per_blend_metrics(
+            lambda reranker: new_retriever(settings, services.index, services.embedder,
+                                           reranker, default_mode="rerank"),
+            new_reranker(settings, str(model_dir)), queries, qrels, key=data["key"],
+            sources=_sources(args, data), fetch_k=GATE_FETCH, progress=tick))
+    judged = list(per_blend[BLENDS[0]])
+    halves = split_by_document({q: qrels[q] for q in judged}, val_fraction=0.5,
+                               seed=settings.finetune.seed)
+    after, half_blends = cross_fitted(per_blend, (halves.train, halves.validation),
+                                      GATE_METRICS)
+    blend = best_blend(per_blend, judged)
     rerank_model.set_blend(model_dir, blend)
-    _say(args, f"blend {blend:.1f} on {len(held_out)} held-out training queries "
-         f"(nDCG@10 {table[0.0]:.4f} fused order, {table[1.0]:.4f} reranker alone, "
-         f"{table[blend]:.4f} blended)")
-    return {"blend": blend, "blend_queries": len(held_out),
-            "blend_ndcg@10": {f"{b:.1f}": v for b, v in table.items()}}
+    by_blend = {f"{b:.1f}": round(sum(per_blend[b][q]["ndcg@10"] for q in judged)
+                                  / len(judged), 4) for b in BLENDS}
+    _say(args, f"blend {blend:.1f} (validation nDCG@10 by blend: fused order "
+         f"{by_blend['0.0']:.4f}, reranker alone {by_blend['1.0']:.4f}, "
+         f"{by_blend[f'{blend:.1f}']:.4f} at {blend:.1f}); the gate's figure is cross-fitted "
+         f"(halves ranked with blends {half_blends[0]:.1f} and {half_blends[1]:.1f})")
+    return ({"mode": "rerank", **{m: round(after[m], 4) for m in GATE_METRICS}},
+            {"blend": blend, "half_blends": list(half_blends), "ndcg@10_by_blend": by_blend})
 
 
 async def run_models(args, settings: Settings | None = None) -> int:

@@ -78,8 +78,6 @@ def _phase_text(job: Job) -> str:
         return f"validating the {which} model, {count} queries"
     if job.phase == "re-embedding":
         return f"re-embedding the index with the candidate, {count}"
-    if job.phase == "fitting blend":
-        return "fitting the reranker's blend on held-out training queries"
     if job.phase == "indexing dataset":
         return "indexing the dataset"
     if job.phase == "promoting":

@@ -225,11 +225,6 @@ class FinetuneSettings(BaseModel):
         3, ge=1, description="Train the reranker from this many of the base model's transformer "
         "layers (evenly spaced): 3 of MiniLM's 6 rerank twice as fast on a CPU; 6 keeps them all."
     )
-    reranker_blend_fraction: float = Field(
-        0.15, ge=0, lt=1, description="Share of the training queries held out (by document) to "
-        "fit how far the reranker's order replaces the fused order; 0: no fitting, the "
-        "reranker's order alone."
-    )
     adapter_epochs: int = Field(20, ge=1, description="Adapter epochs (--epochs overrides).")
     adapter_learning_rate: float = Field(1e-3, gt=0, description="Adapter AdamW learning rate.")
     embedder_epochs: int = Field(1, ge=1, description="Embedder epochs (--epochs overrides).")

@@ -1,11 +1,11 @@
-"""The reranker's blend with the fused order: the ordering rule, fitting it on held-out
-queries, and a trained model carrying its fitted blend (issue 8)."""
+"""The reranker's blend with the fused order: the ordering rule, fitting it on validation
+queries with a cross-fitted gate figure, and a trained model carrying its blend (issue 8)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bot.reranker_blend import BLENDS, fit_blend
+from bot.reranker_blend import BLENDS, best_blend, cross_fitted, per_blend_metrics
 from search.models import Hit
 from search.rerank import blended_order, rescored
 
@@ -59,6 +59,10 @@ class FixedRetriever:
 QUERIES = {f"q{i}": f"question {i}" for i in range(6)}
 
 
+def _mean(per_query, metric="ndcg@10"):
+    return sum(r[metric] for r in per_query.values()) / len(per_query)
+
+
 async def test_a_reranker_that_knows_better_gets_weight_a_wrong_one_gets_none():
     fused = {text: _hits(qid) for qid, text in QUERIES.items()}
     # The relevant document sits third in the fused order of every query.
@@ -68,10 +72,12 @@ async def test_a_reranker_that_knows_better_gets_weight_a_wrong_one_gets_none():
         return FixedRetriever(reranker, fused)
 
     right = ScriptedScorer(lambda q, p: 1.0 if p.startswith("passage 2 ") else 0.1)
-    blend, table = await fit_blend(retriever_for, right, QUERIES, qrels, key=lambda h: h.doc_id,
-                                   sources=None, fetch_k=10)
-    assert set(table) == set(BLENDS)
+    per_blend = await per_blend_metrics(retriever_for, right, QUERIES, qrels,
+                                        key=lambda h: h.doc_id, sources=None, fetch_k=10)
+    assert set(per_blend) == set(BLENDS) and set(per_blend[0.0]) == set(QUERIES)
+    table = {b: _mean(per_blend[b]) for b in BLENDS}
     assert table[0.0] < table[1.0] == 1.0
+    blend = best_blend(per_blend, list(QUERIES))
     assert 0.0 < blend < 1.0 and table[blend] == 1.0  # the smallest weight that ranks it first
     assert all(table[b] < 1.0 for b in BLENDS if b < blend)
     assert right.calls == len(QUERIES)  # scored once per query, whatever the blends tried
@@ -79,9 +85,34 @@ async def test_a_reranker_that_knows_better_gets_weight_a_wrong_one_gets_none():
     # Relevant first in the fused order; the reranker puts it last: keep the fused order.
     qrels = {qid: {f"{qid}-0": 1} for qid in QUERIES}
     wrong = ScriptedScorer(lambda q, p: 0.0 if p.startswith("passage 0 ") else 0.9)
-    blend, table = await fit_blend(retriever_for, wrong, QUERIES, qrels, key=lambda h: h.doc_id,
-                                   sources=None, fetch_k=10)
-    assert blend == 0.0 and table[0.0] == 1.0 > table[1.0]
+    per_blend = await per_blend_metrics(retriever_for, wrong, QUERIES, qrels,
+                                        key=lambda h: h.doc_id, sources=None, fetch_k=10)
+    assert best_blend(per_blend, list(QUERIES)) == 0.0
+    assert _mean(per_blend[0.0]) == 1.0 > _mean(per_blend[1.0])
+
+
+def test_the_gate_figure_ranks_each_half_with_the_blend_fitted_on_the_other():
+    # Half A is best served by the fused order, half B by the reranker alone: fitted on all
+    # queries a blend would look good on both, but each half only gets the other's choice.
+    a, b = ["a1", "a2"], ["b1", "b2"]
+
+    def row(ndcg):
+        return {"ndcg@10": ndcg, "hit@1": float(ndcg == 1.0)}
+
+    per_blend = {
+        blend: {**{q: row(1.0 if blend == 0.0 else 0.5) for q in a},
+                **{q: row(1.0 if blend == 1.0 else 0.2) for q in b}}
+        for blend in BLENDS
+    }
+    metrics, (blend_a, blend_b) = cross_fitted(per_blend, (a, b), ["ndcg@10", "hit@1"])
+    assert (blend_a, blend_b) == (1.0, 0.0)  # A ranked with B's best, B with A's
+    assert metrics == {"ndcg@10": (0.5 + 0.5 + 0.2 + 0.2) / 4, "hit@1": 0.0}
+    # In-sample, the best single blend would have claimed more than the cross-fitted figure.
+    best = best_blend(per_blend, a + b)
+    assert best == 1.0 and _mean(per_blend[best]) == (0.5 + 0.5 + 1.0 + 1.0) / 4
+    # One half empty (too few validation queries to split): the other half's best is used.
+    metrics, blends = cross_fitted(per_blend, (a, []), ["ndcg@10"])
+    assert blends == (0.0, 0.0) and metrics == {"ndcg@10": 1.0}
 
 
 @pytest.mark.slow
@@ -110,7 +141,7 @@ def test_a_trained_reranker_loads_with_the_blend_saved_for_it(tmp_path):
 
 
 @pytest.mark.slow
-async def test_finetune_reranker_fits_its_blend_on_held_out_training_queries(
+async def test_finetune_reranker_saves_the_blend_and_gates_on_the_cross_fitted_figure(
     data_dir, tiny_beir, monkeypatch, capsys
 ):
     import json
@@ -121,18 +152,21 @@ async def test_finetune_reranker_fits_its_blend_on_held_out_training_queries(
     from bot.wiring import model_registry
     from search import rerank_model
 
-    monkeypatch.setenv("LOREBOT_FINETUNE__VAL_FRACTION", "0.25")  # 2 of 8 for the gate
-    monkeypatch.setenv("LOREBOT_FINETUNE__RERANKER_BLEND_FRACTION", "0.8")  # 5 of the other 6
+    monkeypatch.setenv("LOREBOT_FINETUNE__VAL_FRACTION", "0.5")  # 4 of 8 for the gate
     settings = Settings(_env_file=None)
     args = SimpleNamespace(kind="reranker", dataset=tiny_beir, split="train", epochs=1,
                            max_steps=1, force=False, json=True)
     assert await run_finetune(args, settings) == 0
     out = json.loads(capsys.readouterr().out)
-    cand = model_registry(settings).get(out["candidate"])
-    stats = cand.settings
-    assert stats["blend_queries"] == 5 and stats["groups"] == 1  # trained on the sixth only
-    assert set(stats["blend_ndcg@10"]) == {f"{b:.1f}" for b in BLENDS}
-    assert stats["blend"] == rerank_model.load_config(model_registry(settings).path(cand.id))["blend"]
-    best = max(stats["blend_ndcg@10"].values())
-    assert stats["blend_ndcg@10"][f"{stats['blend']:.1f}"] == best
-    assert cand.metrics["validation_queries"] == 2
+    registry = model_registry(settings)
+    cand = registry.get(out["candidate"])
+    blend = cand.metrics["blend"]
+    assert out["after"]["mode"] == "rerank" and cand.metrics["validation_queries"] == 4
+    assert set(blend["ndcg@10_by_blend"]) == {f"{b:.1f}" for b in BLENDS}
+    # The saved blend is the best on all validation queries; the fused order (blend 0) is the
+    # active retriever's ranking, so its figure is the gate's "before".
+    by_blend = blend["ndcg@10_by_blend"]
+    assert by_blend[f"{blend['blend']:.1f}"] == max(by_blend.values())
+    assert by_blend["0.0"] == out["before"]["ndcg@10"]
+    assert rerank_model.load_config(registry.path(cand.id))["blend"] == blend["blend"]
+    assert len(blend["half_blends"]) == 2
