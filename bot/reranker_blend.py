@@ -16,6 +16,7 @@ with the model is the best on all validation queries (the smaller weight on a ti
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 
 from search.models import Hit
@@ -63,14 +64,20 @@ async def per_blend_metrics(
     probe = _ScoreOnce(reranker)
     retriever = new_retriever(probe)
     out = {}
-    for n, blend in enumerate(BLENDS):
-        probe.blend = blend
-        result = await evaluate(
-            retriever, queries, qrels, ["rerank"], depth=10, fetch_k=fetch_k, key=key,
-            sources=sources,
-            progress=(lambda _m, done, total: progress(done, total)) if n == 0 and progress
-            else None)
-        out[blend] = result.per_query["rerank"]
+    runner_log = logging.getLogger("search.evaluation.runner")
+    level = runner_log.level
+    try:
+        for n, blend in enumerate(BLENDS):
+            probe.blend = blend
+            result = await evaluate(
+                retriever, queries, qrels, ["rerank"], depth=10, fetch_k=fetch_k, key=key,
+                sources=sources,
+                progress=(lambda _m, done, total: progress(done, total)) if n == 0 and progress
+                else None)
+            out[blend] = result.per_query["rerank"]
+            runner_log.setLevel(logging.ERROR)  # its notes on the first pass hold for every one
+    finally:
+        runner_log.setLevel(level)
     return out
 
 

@@ -122,7 +122,11 @@ def hit_text(hit: Hit) -> str:
 
 
 def is_segment_model(model) -> bool:
-    return hasattr(model, "blend") and hasattr(model, "tokenizer") and callable(model)
+    """Whether ``model`` is lorebot's own (search.rerank_model), not a sentence-transformers
+    CrossEncoder."""
+    from search import rerank_model
+
+    return rerank_model.is_model(model)
 
 
 def _segment_scores(model, query: str, passages: Sequence[str], batch_size: int) -> list[float]:

@@ -70,6 +70,10 @@ def set_blend(path: str | Path, blend: float) -> None:
 _CLASS = None
 
 
+def is_model(obj) -> bool:
+    return _CLASS is not None and isinstance(obj, _CLASS)
+
+
 def _module_class():
     """The torch module class, defined on first use so importing this file loads no torch."""
     global _CLASS
