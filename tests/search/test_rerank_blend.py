@@ -17,12 +17,18 @@ def _hits(query: str, n: int = 5) -> list[Hit]:
 
 def test_blend_zero_keeps_the_fused_order_one_follows_the_scores():
     scores = [0.1, 0.9, 0.5, 0.3]
-    assert blended_order(scores, 0.0) == [0, 1, 2, 3]
-    assert blended_order(scores, 1.0) == [1, 2, 3, 0]
-    # Halfway: a big score gain beats one place of fused rank, a small one does not.
-    assert blended_order([0.1, 0.9, 0.12, 0.3], 0.5) == [1, 0, 2, 3]
-    assert blended_order([0.5, 0.5, 0.5], 0.7) == [0, 1, 2]  # ties keep the fused order
-    assert blended_order([0.2], 0.3) == [0] and blended_order([], 0.3) == []
+    fused = [0.040, 0.035, 0.030, 0.010]
+    assert blended_order(scores, fused, 0.0) == [0, 1, 2, 3]
+    assert blended_order(scores, fused, 1.0) == [1, 2, 3, 0]
+    # Halfway: the reranker's favourite passes the fused first; the third, much further ahead in
+    # fused score than the fourth, keeps its lead over a slightly better reranker score.
+    assert blended_order([0.1, 0.9, 0.12, 0.3], fused, 0.5) == [1, 0, 2, 3]
+    # The fused score's gaps count, not just the places: with the first far ahead, it stays
+    # (blending with the place alone, 1, 2/3, 1/3, 0, would have put the second first).
+    assert blended_order([0.1, 0.9, 0.5, 0.3], [0.09, 0.02, 0.015, 0.01], 0.4) == [0, 1, 2, 3]
+    assert blended_order([0.1, 0.9, 0.5, 0.3], [0.04, 0.03, 0.02, 0.01], 0.4) == [1, 0, 2, 3]
+    assert blended_order([0.5, 0.5, 0.5], [0.3, 0.2, 0.1], 0.7) == [0, 1, 2]  # ties: fused
+    assert blended_order([0.2], [0.1], 0.3) == [0] and blended_order([], [], 0.3) == []
 
 
 def test_rescored_hits_carry_the_reranker_score_in_the_blended_order():
