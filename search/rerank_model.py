@@ -9,8 +9,10 @@ segment and comparing them is what MiniLM was trained to do, so this model start
 ranker (0.469 on the same queries, before any training) and fine-tuning adds what the query and
 passage tokens learn from attending to each other.
 
-The logit is ``scale * cosine + bias`` (both learned); its sigmoid is the 0..1 score the
-evidence threshold reads. ``blend`` is how far the reranker's order replaces the fused order
+The logit is ``scale * cosine + bias``; training learns the scale as the group softmax's
+temperature, then both are refitted (logistic regression on the training pairs' cosines) so the
+logit's sigmoid is the chance that a pair is relevant: the 0..1 score the evidence threshold
+reads. ``blend`` is how far the reranker's order replaces the fused order
 (1: the reranker alone; 0: the fused order unchanged), fitted on held-out training queries when
 the model is trained, because a reranker trained on a few hundred queries is best used as
 evidence added to the first stage's, not as its replacement.
@@ -67,6 +69,28 @@ def set_blend(path: str | Path, blend: float) -> None:
     (Path(path) / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
 
 
+def fit_logistic(x, y, *, steps: int = 50, l2: float = 1e-3) -> tuple[float, float] | None:
+    """(a, b) maximising the likelihood of ``y`` (0/1) under sigmoid(a * x + b); None when
+    there is nothing to fit (one class only) or the slope comes out not positive."""
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.size == 0 or y.min() == y.max():
+        return None
+    X = np.stack([x, np.ones_like(x)], axis=1)
+    w = np.zeros(2)
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-(X @ w)))
+        grad = X.T @ (p - y) + l2 * w
+        hess = (X * (p * (1 - p))[:, None]).T @ X + l2 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return (float(w[0]), float(w[1])) if w[0] > 0 and np.isfinite(w).all() else None
+
+
 _CLASS = None
 
 
@@ -105,8 +129,13 @@ def _module_class():
             return self.scale.device
 
         def forward(self, queries: list[str], passages: list[str]):
-            """One logit per (query, passage) pair; a pair over ``max_length`` loses tokens from
-            the longer of the two (the passage, for any sensible query)."""
+            """One logit per (query, passage) pair: ``scale * cosine + bias``."""
+            return self.scale * self.similarity(queries, passages) + self.bias
+
+        def similarity(self, queries: list[str], passages: list[str]):
+            """The cosine of each pair's pooled query and passage tokens; a pair over
+            ``max_length`` loses tokens from the longer of the two (the passage, for any
+            sensible query)."""
             enc = self.tokenizer(queries, passages, padding=True, truncation="longest_first",
                                  max_length=self.max_length, return_tensors="pt").to(self.device)
             hidden = self.encoder(**enc).last_hidden_state
@@ -115,7 +144,20 @@ def _module_class():
             query_mask, passage_mask = mask * (1 - second), mask * second
             q = (hidden * query_mask).sum(1) / query_mask.sum(1).clamp(min=1)
             p = (hidden * passage_mask).sum(1) / passage_mask.sum(1).clamp(min=1)
-            return self.scale * F.cosine_similarity(q, p, dim=-1) + self.bias
+            return F.cosine_similarity(q, p, dim=-1)
+
+        def calibrate(self, cosines, labels) -> bool:
+            """Set scale and bias so the logit's sigmoid is the chance that a pair is relevant
+            (logistic regression on ``cosines`` with 0/1 ``labels``; Newton steps, two
+            parameters). The order of any one question's passages is unchanged. False, and
+            nothing changed, when the fit does not rank relevant pairs higher."""
+            fitted = fit_logistic(cosines, labels)
+            if fitted is None:
+                return False
+            with torch.no_grad():
+                self.scale.fill_(fitted[0])
+                self.bias.fill_(fitted[1])
+            return True
 
         def save(self, out: str | Path, **extra) -> None:
             out = Path(out)

@@ -96,30 +96,50 @@ def train_reranker(
         rng.shuffle(batches)
         return batches
 
+    seen: list[tuple] = []  # (cosines, labels) of the second half of the steps, to calibrate
+    calls = 0
+
+    def loss_of(batch):
+        nonlocal calls
+        calls += 1
+        return _group_loss(model, batch, seen if calls > total // 2 else None)
+
     step, loss_value = run_steps(
-        epoch, total, lambda batch: _group_loss(model, batch), optimizer,
-        scheduler=scheduler, clip=params, progress=progress,
+        epoch, total, loss_of, optimizer, scheduler=scheduler, clip=params, progress=progress,
     )
     model.eval()
+    calibrated = model.calibrate(torch.cat([c for c, _ in seen]).numpy() if seen else [],
+                                 torch.cat([y for _, y in seen]).numpy() if seen else [])
+    if not calibrated:
+        log.warning("reranker scores not calibrated (the training pairs gave no usable fit): "
+                    "the evidence threshold reads the training temperature's sigmoid")
     model.save(out_dir, base_model=str(base_model))
     return {"groups": len(groups), "pairs": sum(len(g[1]) for g in groups), "steps": step,
-            "final_loss": loss_value}
+            "final_loss": loss_value, "calibrated": calibrated,
+            "score_scale": round(float(model.scale.detach()), 4),
+            "score_bias": round(float(model.bias.detach()), 4)}
 
 
-def _group_loss(model, batch: Sequence[tuple[str, list[str]]]):
-    """Softmax cross-entropy over each group (its positive first)."""
+def _group_loss(model, batch: Sequence[tuple[str, list[str]]], record: list | None = None):
+    """Softmax cross-entropy over each group (its positive first); ``record`` collects each
+    pair's cosine and 0/1 label for the calibration."""
     import torch
     import torch.nn.functional as F
 
     queries = [q for q, passages in batch for _ in passages]
     passages = [p for _, ps in batch for p in ps]
-    logits = model(queries, passages).view(-1)
+    cosines = model.similarity(queries, passages).view(-1)
+    logits = model.scale * cosines
     width = max(len(ps) for _, ps in batch)
     table = torch.full((len(batch), width), float("-inf"))
+    labels = torch.zeros(len(passages))
     at = 0
     for row, (_, ps) in enumerate(batch):
         table[row, : len(ps)] = logits[at: at + len(ps)]
+        labels[at] = 1.0
         at += len(ps)
+    if record is not None:
+        record.append((cosines.detach(), labels))
     return F.cross_entropy(table, torch.zeros(len(batch), dtype=torch.long))
 
 

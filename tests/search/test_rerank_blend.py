@@ -176,3 +176,22 @@ async def test_finetune_reranker_saves_the_blend_and_gates_on_the_cross_fitted_f
     assert by_blend["0.0"] == out["before"]["ndcg@10"]
     assert rerank_model.load_config(registry.path(cand.id))["blend"] == blend["blend"]
     assert len(blend["half_blends"]) == 2
+
+
+def test_score_calibration_fits_the_chance_of_relevance():
+    import numpy as np
+
+    from search.rerank_model import fit_logistic
+
+    rng = np.random.default_rng(0)
+    # Relevant pairs' cosines sit higher; one relevant pair in five, as in training groups.
+    x = np.concatenate([rng.normal(0.8, 0.05, 200), rng.normal(0.6, 0.05, 800)])
+    y = np.concatenate([np.ones(200), np.zeros(800)])
+    a, b = fit_logistic(x, y)
+    p = 1 / (1 + np.exp(-(a * x + b)))
+    assert a > 0
+    assert abs(p.mean() - 0.2) < 0.01  # the fitted chances add up to the share of relevant pairs
+    assert p[:200].mean() > 0.8 and p[200:].mean() < 0.1
+    assert 1 / (1 + np.exp(-(a * 0.3 + b))) < 0.01  # far below both: surely not relevant
+    assert fit_logistic(x, np.zeros_like(x)) is None  # one class: nothing to fit
+    assert fit_logistic(-x, y) is None  # relevant pairs scored lower: no usable fit
