@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 from collections.abc import Sequence
 from typing import Protocol
@@ -94,9 +95,16 @@ class CrossEncoderReranker:
 def rescored(hits: Sequence[Hit], scores: Sequence[float], blend: float) -> list[Hit]:
     """Copies of ``hits`` (in the fused order, with their fused scores) carrying their reranker
     scores, in the blended order (see :func:`blended_order`)."""
-    order = blended_order(scores, [h.score for h in hits], blend)
+    order = blended_order([_logit(s) for s in scores], [h.score for h in hits], blend)
     copies = [dataclasses.replace(h, score=s) for h, s in zip(hits, scores)]
     return [copies[i] for i in order]
+
+
+def _logit(p: float) -> float:
+    """The reranker's logit back from its 0..1 score: blending on the logit, an affine map of
+    lorebot's model's cosine, keeps the blend independent of how the scores are calibrated."""
+    p = min(max(p, 1e-12), 1 - 1e-12)
+    return math.log(p / (1 - p))
 
 
 def blended_order(scores: Sequence[float], fused: Sequence[float], blend: float) -> list[int]:
