@@ -5,16 +5,18 @@ trainer needs. Each training group is one query with one positive passage and it
 negatives; the loss is a softmax cross-entropy over the group (the positive must outscore its
 negatives). AdamW, linear warm-up and decay. No per-pair binary cross-entropy: it pulls every
 score toward the share of positives and cost this model ranking quality (SciFact validation
-0.501 against 0.551 nDCG@10 with the group loss alone). The logit's sigmoid is still the 0..1
-score the evidence threshold reads: the group loss leaves the bias where it started and learns
-the scale (how the scores sit on SciFact: see the README). The model starts from the bi-encoder's own notion of similarity (the cosine of the
-query's and the passage's pooled tokens, read together), so training refines a ranker instead of
-teaching a fresh head from nothing: a classification head on these weights, trained the same
-way, ranked SciFact validation queries worse than the fused order it was reordering (0.407
-against 0.690 nDCG@10).
+0.501 against 0.520 nDCG@10 with the group loss alone). Instead, once trained, the logit's scale
+and bias are refitted on the cosines of the pairs seen in the second half of training, so its
+sigmoid is a chance of relevance (the evidence threshold's 0..1 score); the order of any one
+question's passages does not change.
 
-How much the trained model's order should replace the fused one (its ``blend``) is fitted
-afterwards on held-out training queries: see ``bot.finetune_command``.
+The model starts from the bi-encoder's own notion of similarity (the cosine of the query's and
+the passage's pooled tokens, read together), so training refines a ranker instead of teaching a
+fresh head from nothing: a classification head on these weights, trained the same way, ranked
+SciFact validation queries worse than the fused order it was reordering (0.407 against 0.690).
+
+How far the trained model's scores outweigh the fused ones (its ``blend``) is fitted by the gate
+on the validation queries: see ``bot.reranker_blend``.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def train_reranker(
 
     ``config.batch_size`` counts pairs per step (whole groups are kept together).
     ``progress(step, total_steps, loss)`` is called after every optimiser step. Returns training
-    statistics (groups, pairs, steps, final loss).
+    statistics (groups, pairs, steps, final loss, whether the scores were calibrated, and the
+    calibrated scale and bias).
     """
     import torch
 
