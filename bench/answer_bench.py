@@ -227,10 +227,10 @@ def padded_slots(lengths: Sequence[int], batch_size: int) -> int:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from bot.answer import AnswerPipeline
-    from bot.commands import index_paths
+    from bot.answer.pipeline import AnswerPipeline
+    from bot.cli.commands import index_paths
     from bot.settings import Settings
-    from bot.wiring import build_services
+    from bot.runtime.services import build_services
     from search.rerank import CrossEncoderReranker, hit_text
     from search.retriever import Retriever
     from tests.support.fake_openai import FakeOpenAI

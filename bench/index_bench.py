@@ -23,7 +23,7 @@ from bench.common import SCIFACT, median, peak_rss_mb, percentile, print_table, 
 
 async def run(dataset: Path, limit: int | None) -> dict:
     from bot.settings import Settings
-    from bot.wiring import build_services
+    from bot.runtime.services import build_services
     from search.evaluation.datasets import beir_documents, load_beir
 
     data = load_beir(dataset, "test")

@@ -66,13 +66,15 @@ def _bot_process(config: dict, conn) -> None:
 async def _serve_bot(config: dict, conn) -> None:
     from pydantic import SecretStr
 
-    from bot.answer import AnswerPipeline
-    from bot.llm import build_llm
-    from bot.redis_store import make_client
+    from bot.answer.pipeline import AnswerPipeline
+    from bot.answer.llm import build_llm
+    from bot.state.redis import make_client
     from bot.settings import LLMSettings, RedisSettings, Settings, SlackSettings
     from aiohttp import web
 
-    from bot.slack_app import SlackBot, SlackHttpServer, build_app
+    from bot.slack.app import SlackBot
+    from bot.slack.server import SlackHttpServer
+    from handlers.app import build_app
 
     logging.basicConfig(level=logging.WARNING)
     s = Settings(

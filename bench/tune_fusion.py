@@ -21,7 +21,7 @@ from bench.common import SCIFACT, print_table, write_result  # noqa: E402
 
 async def sweep(dataset: Path, split: str, grid: dict[str, list[float]]) -> list[dict]:
     from bot.settings import Settings
-    from bot.wiring import build_services
+    from bot.runtime.services import build_services
     from search.evaluation import evaluate, load_beir
 
     data = load_beir(dataset, split)

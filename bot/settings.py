@@ -239,7 +239,7 @@ class FinetuneSettings(BaseModel):
     )
     qa_prompt: str | None = Field(
         None, description="System prompt of `lorebot qa generate`; {n} and {language} are filled "
-        "in. Unset: the built-in prompt (bot.qa_command.QA_PROMPT)."
+        "in. Unset: the built-in prompt (bot.training.qa.QA_PROMPT)."
     )
     qa_language: str = Field(
         "the language of the passage", description="Language the questions are written in."
@@ -250,7 +250,7 @@ class FinetuneSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    """The one settings object; `bot.wiring` builds every service from it."""
+    """The one settings object; `bot.runtime.services` builds every service from it."""
 
     model_config = SettingsConfigDict(
         env_prefix="LOREBOT_",

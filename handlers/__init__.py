@@ -1,29 +1,7 @@
-"""Slack listeners, one module per surface: parse the payload, call ``bot/``, render Block Kit.
+"""The Slack adapter: one module per surface (messages, assistant pane, slash commands, buttons,
+admin, App Home, shared files). Each parses Slack's payload, calls the platform-neutral services
+in ``bot/`` and renders Block Kit; ``handlers.app`` builds the bolt app and registers them all.
 
-No retrieval or LLM logic lives here; answers come from the pipeline behind ``SlackBot``.
+No retrieval or LLM logic lives here. May import: ``bot`` (any package but ``bot.cli``),
+``search`` for its error and model types. Imported only by ``bot.cli``.
 """
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from slack_bolt.async_app import AsyncApp
-
-    from bot.slack_app import SlackBot
-
-
-def register(app: AsyncApp, bot: SlackBot) -> None:
-    """Register every lorebot listener on ``app``."""
-    from handlers import actions, admin, assistant, commands, files, home, messages
-
-    # The shared-files middleware sees every event and passes it on (before the assistant's,
-    # which keeps assistant-thread messages to itself).
-    files.register(app, bot)
-    # The assistant middleware first: it takes assistant-thread messages before `message` does.
-    assistant.register(app, bot)
-    messages.register(app, bot)
-    commands.register(app, bot)
-    actions.register(app, bot)
-    admin.register(app, bot)
-    home.register(app, bot)

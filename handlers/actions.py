@@ -10,13 +10,13 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.feedback import RATINGS, FeedbackRecord
-from bot.slack_app import new_error_id
+from bot.slack.app import new_error_id
+from bot.state.feedback import RATINGS, FeedbackRecord
 from handlers import texts
 from handlers.render import FEEDBACK_ACTION_PREFIX
 
 if TYPE_CHECKING:
-    from bot.slack_app import SlackBot
+    from bot.slack.app import SlackBot
 
 logger = logging.getLogger(__name__)
 

@@ -12,17 +12,19 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.jobs import Job, job_text
-from bot.sources import Source, SourceRegistryError, default_name, guess_type
+from bot.jobs.queue import Job
+from bot.jobs.texts import job_text
+from bot.sources.registry import Source, SourceRegistryError, default_name, guess_type
+from handlers import training
+from handlers.access import audit, is_admin, refusal
 
 if TYPE_CHECKING:
-    from bot.slack_app import SlackBot
+    from bot.slack.app import SlackBot
 
 logger = logging.getLogger(__name__)
-audit = logging.getLogger("lorebot.audit")
 
 SUBCOMMANDS = frozenset({"sources", "add", "remove", "reindex", "status", "channel", "help",
                          "finetune", "models"})
@@ -52,27 +54,6 @@ HELP = (
     "promote it if it beats the active one; the before/after table is posted here\n"
     "• `/lorebot models promote ID` / `/lorebot models rollback KIND`: switch models by hand"
 )
-
-
-def refusal(sub: str) -> str:
-    return (f":no_entry: Only lorebot admins can `{sub}`. Ask an admin, or ask to be added to "
-            "LOREBOT_SLACK__ADMIN_USERS.")
-
-
-async def is_admin(bot: SlackBot, client: AsyncWebClient, user: str) -> bool:
-    s = bot.settings.slack
-    if user in s.admin_ids:
-        return True
-    if not s.workspace_admins_are_admins:
-        return False
-    try:
-        # POST (Slack accepts both): one verb for every call, proxies and the test fake alike.
-        info = await client.api_call("users.info", data={"user": user})
-    except SlackClientError as exc:
-        logger.warning("users.info failed for %s (%s): not treated as an admin", user, exc)
-        return False
-    member = info.get("user") or {}
-    return bool(member.get("is_admin") or member.get("is_owner"))
 
 
 def register(app: AsyncApp, bot: SlackBot) -> None:
@@ -121,8 +102,6 @@ async def handle(bot: SlackBot, client: AsyncWebClient, ack, command: dict, sub:
         elif sub == "channel":
             await _channel(bot, ack, user, channel, args)
         elif sub in ("finetune", "models"):
-            from handlers import training
-
             if sub == "finetune":
                 await training.finetune(bot, client, ack, user, channel, args)
             else:

@@ -14,11 +14,17 @@ from slack_sdk.errors import SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers import texts
-from handlers.parse import Place, conversation_key, dedupe_keys, is_person_message, question_text
+from handlers.parse import (
+    Place,
+    conversation_key,
+    dedupe_keys,
+    is_person_message,
+    question_text,
+)
 from handlers.reply import answer_question
 
 if TYPE_CHECKING:
-    from bot.slack_app import SlackBot
+    from bot.slack.app import SlackBot
 
 logger = logging.getLogger(__name__)
 

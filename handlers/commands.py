@@ -16,7 +16,7 @@ from handlers.parse import Place, conversation_key, question_text
 from handlers.reply import answer_privately, answer_question
 
 if TYPE_CHECKING:
-    from bot.slack_app import SlackBot
+    from bot.slack.app import SlackBot
 
 logger = logging.getLogger(__name__)
 

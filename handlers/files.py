@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from slack_bolt.async_app import AsyncApp
 
 if TYPE_CHECKING:
-    from bot.slack_app import SlackBot
+    from bot.slack.app import SlackBot
 
 logger = logging.getLogger(__name__)
 

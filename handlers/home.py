@@ -11,11 +11,11 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.jobs import job_text
-from handlers.admin import audit, is_admin, refusal
+from bot.jobs.texts import job_text
+from handlers.access import audit, is_admin, refusal
 
 if TYPE_CHECKING:
-    from bot.slack_app import SlackBot
+    from bot.slack.app import SlackBot
 
 logger = logging.getLogger(__name__)
 

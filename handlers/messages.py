@@ -27,7 +27,7 @@ from handlers.parse import (
 from handlers.reply import answer_question
 
 if TYPE_CHECKING:
-    from bot.slack_app import SlackBot
+    from bot.slack.app import SlackBot
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import PurePath
 from typing import Any
 
-from bot.answer import Answer, Citation, snippet
+from bot.answer.pipeline import Answer, Citation, snippet
 from handlers import texts
 
 Block = dict[str, Any]

@@ -28,15 +28,15 @@ from typing import TYPE_CHECKING, Any
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.answer import Answer
-from bot.conversation import Turn
-from bot.feedback import AnswerRecord, SourceRef, new_answer_id
-from bot.slack_app import new_error_id
+from bot.answer.pipeline import Answer
+from bot.answer.turns import Turn
+from bot.slack.app import new_error_id
+from bot.state.feedback import AnswerRecord, SourceRef, new_answer_id
 from handlers import render, texts
 from handlers.parse import Place
 
 if TYPE_CHECKING:
-    from bot.slack_app import SlackBot
+    from bot.slack.app import SlackBot
 
 logger = logging.getLogger(__name__)
 

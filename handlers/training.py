@@ -1,7 +1,7 @@
 """`/lorebot finetune` and `/lorebot models`: train a retrieval model from Slack, list models.
 
 ``finetune adapter|reranker|embedder [dataset=DIR] [--force] [epochs=N] [max_steps=N]`` (admins)
-queues a training job (bot.finetune_jobs) and posts its progress message here; the worker
+queues a training job (bot.jobs.training) and posts its progress message here; the worker
 updates it with the phase, then the before/after table and the verdict. ``models`` lists the
 active models and the candidates (everyone); ``models promote ID`` and ``models rollback KIND``
 are for admins. The admin check for ``finetune`` is done by ``handlers.admin.handle``.
@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.finetune_jobs import MODEL_KINDS
-from bot.jobs import Job, job_text
-from handlers.admin import audit, refusal
+from bot.jobs.queue import Job
+from bot.jobs.texts import job_text
+from bot.jobs.training import MODEL_KINDS
+from handlers.access import audit, refusal
 
 if TYPE_CHECKING:
-    from bot.slack_app import SlackBot
+    from bot.slack.app import SlackBot
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ async def finetune(bot: SlackBot, client: AsyncWebClient, ack, user: str, channe
 async def models(bot: SlackBot, ack, user: str, channel: str, args: list[str],
                  admin: bool) -> None:
     """List models (everyone); promote or roll back (admins)."""
-    from bot.wiring import model_registry
+    from bot.runtime.factories import model_registry
 
     registry = model_registry(bot.settings)
     action = args[0].lower() if args else "list"

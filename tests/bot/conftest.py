@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from bot.llm import LLMClient, build_llm
+from bot.answer.llm import LLMClient, build_llm
 from bot.settings import AnswerSettings, LLMSettings, SearchSettings
 from search.models import Hit
 from tests.support.fake_openai import FakeOpenAI, fake_openai  # noqa: F401 - a fixture

@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-import bot.prompts
-from bot.answer import (
+import bot.answer.prompts
+from bot.answer.pipeline import (
     EXTRACTIVE_INTRO,
     LLM_EMPTY_NOTICE,
     LLM_UNAVAILABLE_NOTICE,
@@ -20,9 +20,9 @@ from bot.answer import (
     AnswerPipeline,
     quote_passage,
 )
-from bot.conversation import Turn
-from bot.llm import LLMClient
-from bot.prompts import (
+from bot.answer.turns import Turn
+from bot.answer.llm import LLMClient
+from bot.answer.prompts import (
     REWRITE_SYSTEM_PROMPT,
     SYSTEM_PROMPT,
     build_answer_messages,
@@ -269,7 +269,7 @@ async def test_without_neutralising_the_escape_succeeds(
     llm: LLMClient, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ):
     """The same attack with neutralisation switched off gets through: the test above has teeth."""
-    monkeypatch.setattr(bot.prompts, "neutralise", lambda text: text)
+    monkeypatch.setattr(bot.answer.prompts, "neutralise", lambda text: text)
     fake_openai.responder = obedient_model
     answer = await pipeline([DEPLOY, make_hit(2, ESCAPE)], llm).answer("When do deploys run?")
     assert answer.text == "PWNED"
@@ -359,7 +359,7 @@ def test_context_budget_truncates_one_long_passage_rather_than_drop_everything()
     hits = [make_hit(1, "word " * 5000), make_hit(2, "short")]
     (only,) = fit_sources(hits, budget_tokens=256, count_tokens=estimate_tokens)
     assert only.truncated and only.text.endswith("…")
-    block = bot.prompts.format_source(1, only.hit.title, only.hit.location, only.text)
+    block = bot.answer.prompts.format_source(1, only.hit.title, only.hit.location, only.text)
     assert estimate_tokens(block) <= 256
 
 

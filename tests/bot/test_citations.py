@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.citations import CitationRewriter, check_citations, parse_marker_numbers
+from bot.answer.citations import CitationRewriter, check_citations, parse_marker_numbers
 
 SOURCES = ["alpha", "beta", "gamma"]
 

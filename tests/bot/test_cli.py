@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bot.cli import main
+from bot.cli.main import main
 from tests.support.broken_files import write_garbage_pdf, write_truncated
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ def run_json(capsys, *argv: str):
 def test_help_is_fast_and_imports_no_model_code():
     probe = (
         "import sys, time; t = time.perf_counter();"
-        "from bot.cli import build_parser; build_parser().format_help();"
+        "from bot.cli.main import build_parser; build_parser().format_help();"
         "print(time.perf_counter() - t, 'torch' in sys.modules, 'sentence_transformers' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

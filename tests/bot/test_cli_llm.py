@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from bot.answer import LLM_UNAVAILABLE_NOTICE, NO_EVIDENCE_TEXT
-from bot.cli import main
-from bot.prompts import REWRITE_SYSTEM_PROMPT, SYSTEM_PROMPT
+from bot.answer.pipeline import LLM_UNAVAILABLE_NOTICE, NO_EVIDENCE_TEXT
+from bot.cli.main import main
+from bot.answer.prompts import REWRITE_SYSTEM_PROMPT, SYSTEM_PROMPT
 from bot.settings import AnswerSettings
 from tests.support.fake_openai import FakeOpenAI, Reply, ThreadedFakeOpenAI
 
@@ -219,7 +219,7 @@ def test_dead_llm_falls_back_to_extractive_answer(dead_llm: str, indexed, capsys
     assert answer["citations"] and "[1]" in answer["answer"]
     assert "Traceback" not in err
     assert not any(r.exc_info for r in caplog.records)
-    warnings = [r.getMessage() for r in caplog.records if r.name == "bot.answer"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "bot.answer.pipeline"]
     assert len(warnings) == 1 and "unavailable after 2 attempts" in warnings[0]
 
 

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from bot.cli import main
+from bot.cli.main import main
 from tests.support.valkey import redis_url, valkey_server  # noqa: F401 - fixtures
 from tests.support.web_site import WebSite
 

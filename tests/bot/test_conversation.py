@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from bot.conversation import (
-    InMemoryConversationStore,
-    Turn,
-    clean_rewrite,
-    heuristic_query,
-    standalone_query,
-)
-from bot.llm import LLMClient
-from bot.prompts import REWRITE_SYSTEM_PROMPT, build_rewrite_messages
+from bot.answer.turns import InMemoryConversationStore, Turn
+from bot.answer.conversation import clean_rewrite, heuristic_query, standalone_query
+from bot.answer.llm import LLMClient
+from bot.answer.prompts import REWRITE_SYSTEM_PROMPT, build_rewrite_messages
 from bot.settings import LLMSettings
 from tests.support.fake_openai import FakeOpenAI, Reply
 

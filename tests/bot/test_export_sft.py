@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bot.prompts import SYSTEM_PROMPT
+from bot.answer.prompts import SYSTEM_PROMPT
 from tests.support.fake_openai import FakeOpenAI, ThreadedFakeOpenAI
 from tests.support.qa_corpus import install_index, qa_index  # noqa: F401 - a fixture
 from tests.support.qa_corpus import read_jsonl, run

@@ -8,7 +8,7 @@ import openai
 import pytest
 from pydantic import SecretStr
 
-from bot.llm import (
+from bot.answer.llm import (
     LLMClient,
     LLMConfigError,
     LLMRequestError,
@@ -39,7 +39,7 @@ async def test_429_with_retry_after_is_retried_after_the_requested_wait(
     llm: LLMClient, fake_openai: FakeOpenAI, sleeps: list[float], caplog
 ):
     fake_openai.enqueue(Reply.error(429, retry_after=2), "ok")
-    with caplog.at_level(logging.WARNING, logger="bot.llm"):
+    with caplog.at_level(logging.WARNING, logger="bot.answer.llm"):
         assert await llm.complete(MESSAGES) == "ok"
     assert fake_openai.request_count == 2
     assert sleeps == [2.0]

@@ -1,6 +1,6 @@
 """A model promoted or rolled back by another process takes effect in running services at once.
 
-"Another process" is a second ModelRegistry object (and bot.embedder_promotion) on the same data
+"Another process" is a second ModelRegistry object (and bot.training.promotion) on the same data
 dir, as `lorebot models` or a training job in a worker would use it; the services under test
 were built before and only search. Real MiniLM, tiny models (tests/search/test_finetune.py).
 """
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from bot.settings import Settings
-from bot.wiring import build_services
+from bot.runtime.services import build_services
 from search.adapter import AdaptedEmbedder, QueryAdapter
 from search.errors import SearchError
 from search.finetune.registry import Candidate, ModelRegistry
@@ -57,7 +57,7 @@ def _linked_copy(src: Path, dst: Path) -> Path:
 
 def _errors(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == "bot.model_reload" and r.levelno == logging.ERROR]
+            if r.name == "bot.runtime.reload" and r.levelno == logging.ERROR]
 
 
 def _register(reg: ModelRegistry, cid: str, kind: str) -> None:
@@ -139,7 +139,7 @@ async def test_a_promoted_reranker_is_used_a_broken_one_is_not_and_rollback_rest
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
     _register(reg, "reranker-2", "reranker")
-    caplog.set_level(logging.INFO, logger="bot.model_reload")
+    caplog.set_level(logging.INFO, logger="bot.runtime.reload")
     hits = await services.retriever.search(LEAVE, k=3)
     assert hits and services.reranker.model_id == str(good)
     assert services.retriever.default_mode == "rerank"
@@ -210,7 +210,7 @@ async def test_settings_that_pin_the_models_are_respected(
 
 
 async def test_a_promoted_embedder_is_used_once_the_index_holds_its_vectors(live, data_dir):
-    from bot.embedder_promotion import promote_embedder, rollback_embedder
+    from bot.training.promotion import promote_embedder, rollback_embedder
     from search.embedding import resolve_model_path
 
     services = live

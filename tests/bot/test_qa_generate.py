@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from bot.cli import CliError
-from bot.finetune_command import _training_data
-from bot.qa_command import QA_PROMPT
+from bot.console import CliError
+from bot.training.finetune import _training_data
+from bot.training.qa import QA_PROMPT
 from bot.settings import Settings
 from search.finetune.data import split_by_document
 from tests.support.fake_openai import FakeOpenAI, Reply, ThreadedFakeOpenAI

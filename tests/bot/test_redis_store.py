@@ -10,18 +10,10 @@ import pytest
 import redis as sync_redis
 from pydantic import SecretStr
 
-from bot.conversation import Turn
-from bot.redis_store import (
-    Deduper,
-    RateLimiter,
-    RedisConversationStore,
-    RedisGuard,
-    ThreadRegistry,
-    make_client,
-    open_redis,
-    redacted,
-)
-from bot.redis_store import redis_url as resolve_redis_url
+from bot.answer.turns import Turn
+from bot.state.stores import Deduper, RateLimiter, RedisConversationStore, ThreadRegistry
+from bot.state.redis import RedisGuard, make_client, open_redis, redacted
+from bot.state.redis import redis_url as resolve_redis_url
 from bot.settings import RedisSettings, Settings
 from tests.support.valkey import redis_url, valkey_server  # noqa: F401 - fixtures
 
@@ -92,7 +84,7 @@ async def test_thread_registry(guard):
 
 
 async def test_redis_down_falls_back_in_process_and_logs_once(dead_guard, caplog):
-    caplog.set_level(logging.WARNING, logger="bot.redis_store")
+    caplog.set_level(logging.WARNING, logger="bot.state.redis")
     dedupe = Deduper(dead_guard, ttl_s=60)
     assert await dedupe.claim("msg:C:1")
     assert not await dedupe.claim("msg:C:1")

@@ -12,7 +12,9 @@ import yaml
 from pydantic import SecretStr
 
 from bot.settings import Settings, SlackSettings
-from bot.slack_app import DEFAULT_API_URL, AcksFirst, SlackBot, SlackConfigError, build_app, web_client
+from bot.slack.app import DEFAULT_API_URL, SlackBot, SlackConfigError, web_client
+from bot.slack.server import AcksFirst
+from handlers.app import build_app
 from handlers.commands import COMMAND
 
 ROOT = Path(__file__).resolve().parents[2]

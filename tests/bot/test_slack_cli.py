@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from bot.cli import main
-from bot.cli_slack import slack_mode
+from bot.cli.main import main
+from bot.cli.slack import slack_mode
 from bot.settings import Settings, SlackSettings
 from tests.support.fake_slack import (
     APP_TOKEN,

@@ -12,12 +12,15 @@ import json
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.jobs import JobQueue, Worker, index_source, job_text, wait_for
-from bot.redis_store import make_client
+from bot.jobs.queue import JobQueue, wait_for
+from bot.jobs.worker import Worker
+from bot.jobs.indexing import index_source
+from bot.jobs.texts import job_text
+from bot.state.redis import make_client
 from bot.settings import RedisSettings, SearchSettings, Settings, SourcesSettings
-from bot.slack_files import HTML_INSTEAD, SlackFilesError, download, load_files
-from bot.sources import Source, SourceRegistry
-from bot.wiring import build_services
+from bot.sources.slack_files import HTML_INSTEAD, SlackFilesError, download, load_files
+from bot.sources.registry import Source, SourceRegistry
+from bot.runtime.services import build_services
 from handlers import texts
 from search.models import Document, LoadFailure
 from tests.handlers.conftest import ALICE, CHANNEL
@@ -159,7 +162,7 @@ async def test_files_list_is_paged_and_its_errors_stop_the_run(slack, client):
 
 
 async def test_without_a_slack_client_a_files_source_fails_with_a_clear_error():
-    from bot.sources import SourceRegistryError
+    from bot.sources.registry import SourceRegistryError
 
     with pytest.raises(SourceRegistryError, match="without a Slack bot token.*BOT_TOKEN"):
         await index_source(None, Source("f", "slack_files", FILES))
@@ -355,7 +358,7 @@ def threaded_slack():
 @pytest.mark.slow
 def test_the_cli_adds_and_reindexes_a_files_source(data_dir, redis_url, monkeypatch, capsys,
                                                    threaded_slack, tmp_path):  # noqa: F811
-    from bot.cli import main
+    from bot.cli.main import main
 
     monkeypatch.setenv("LOREBOT_REDIS__URL", redis_url)
     monkeypatch.setenv("LOREBOT_SLACK__API_URL", threaded_slack.api_url)

@@ -13,10 +13,11 @@ import time
 
 import pytest
 
-from bot.jobs import JobQueue, Worker, wait_for
-from bot.redis_store import make_client
+from bot.jobs.queue import JobQueue, wait_for
+from bot.jobs.worker import Worker
+from bot.state.redis import make_client
 from bot.settings import RedisSettings
-from bot.sources import ChannelPolicy, Source, SourceRegistry, SourceRegistryError
+from bot.sources.registry import ChannelPolicy, Source, SourceRegistry, SourceRegistryError
 from tests.support.valkey import redis_url, valkey_server  # noqa: F401
 from tests.support.web_site import WebSite
 
@@ -57,7 +58,7 @@ async def test_registry_add_list_remove_and_channels(client, tmp_path):
 
 
 async def test_registry_survives_a_server_restart(tmp_path):
-    from bot.redis_store import EmbeddedValkey
+    from bot.state.redis import EmbeddedValkey
 
     for step in ("write", "read"):
         server = EmbeddedValkey(tmp_path / "valkey")  # the bot's own embedded server (AOF)
@@ -148,7 +149,7 @@ async def test_a_failing_job_is_reported_and_the_worker_goes_on(client):
     queue = JobQueue(client)
 
     async def run(source, progress):
-        from bot.jobs import index_source
+        from bot.jobs.indexing import index_source
 
         return await index_source(None, source, progress)
 
@@ -193,7 +194,7 @@ async def test_a_worker_killed_mid_job_leaves_nothing_visible_and_the_job_is_res
             proc.stderr.close()
 
         from bot.settings import Settings
-        from bot.wiring import open_index
+        from bot.runtime.factories import open_index
 
         settings = Settings(_env_file=None, data_dir=data_dir)
         index = open_index(settings)
@@ -204,8 +205,8 @@ async def test_a_worker_killed_mid_job_leaves_nothing_visible_and_the_job_is_res
 
         # Another worker notices the dead one (its heartbeat expired) and runs the job again.
         site.slow_s = 0
-        from bot.jobs import index_source
-        from bot.wiring import build_services
+        from bot.jobs.indexing import index_source
+        from bot.runtime.services import build_services
 
         async with build_services(settings, with_llm=False) as services:
             worker = Worker(queue, reg, lambda s, p: index_source(services, s, p),
@@ -243,7 +244,8 @@ async def test_sources_with_a_refresh_interval_are_reindexed_on_schedule(client)
 
 
 def test_progress_names_what_each_phase_counts():
-    from bot.jobs import Job, job_text
+    from bot.jobs.queue import Job
+    from bot.jobs.texts import job_text
 
     def text(phase):
         return job_text(Job(id="j1", source="s", state="running", phase=phase, done=2, total=5))

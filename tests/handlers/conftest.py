@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from bot.answer import AnswerPipeline
-from bot.llm import build_llm
-from bot.redis_store import make_client
+from bot.answer.pipeline import AnswerPipeline
+from bot.answer.llm import build_llm
+from bot.state.redis import make_client
 from bot.settings import LLMSettings, RedisSettings, Settings, SlackSettings
-from bot.slack_app import EVENTS_PATH, SlackBot, SlackHttpServer, build_app
+from bot.slack.server import EVENTS_PATH, SlackHttpServer
+from bot.slack.app import SlackBot
+from handlers.app import build_app
 from search.models import Hit
 from tests.bot.conftest import FakeRetriever, make_hit
 from tests.support.fake_openai import FakeOpenAI, fake_openai  # noqa: F401 - a fixture

@@ -14,11 +14,11 @@ from contextlib import asynccontextmanager
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.cli_slack import _document_remover
-from bot.cli_sources import run_worker
+from bot.cli.slack import _document_remover
+from bot.cli.sources import run_worker
 from bot.settings import Settings, SourcesSettings
-from bot.sources import Source
-from bot.wiring import build_services
+from bot.sources.registry import Source
+from bot.runtime.services import build_services
 from handlers.admin import REMOVE_CONFIRM
 from tests.handlers.conftest import ALICE, CHANNEL, running_bot
 from tests.support.fake_slack import API_APP_ID, BOT_TOKEN, TEAM_ID

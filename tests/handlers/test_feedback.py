@@ -7,7 +7,7 @@ import json
 
 import redis
 
-from bot.feedback import read_feedback
+from bot.state.feedback import read_feedback
 from tests.handlers.conftest import CHANNEL
 from tests.support.fake_slack import API_APP_ID, TEAM_ID
 

@@ -10,11 +10,11 @@ import logging
 
 import pytest
 
-from bot.finetune_jobs import result_text
-from bot.jobs import JobQueue
-from bot.redis_store import make_client
+from bot.jobs.training import result_text
+from bot.jobs.queue import JobQueue
+from bot.state.redis import make_client
 from bot.settings import RedisSettings
-from bot.wiring import model_registry
+from bot.runtime.factories import model_registry
 from handlers.training import parse_finetune
 from tests.handlers.conftest import ALICE, CHANNEL
 from tests.handlers.test_admin import ADMIN, admin_bot

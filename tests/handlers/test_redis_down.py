@@ -11,7 +11,7 @@ from tests.support.valkey import start_valkey, url_of
 
 
 async def test_redis_stopped_still_answers_once_and_logs_it(data_dir, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="bot.redis_store")
+    caplog.set_level(logging.INFO, logger="bot.state.redis")
     server = start_valkey(tmp_path / "valkey-down")
     try:
         async with running_bot(data_dir, url_of(server)) as h:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.answer import Answer, Citation
+from bot.answer.pipeline import Answer, Citation
 from handlers.render import answer_blocks, plain_text, split_sections, to_mrkdwn
 
 CITES = (Citation(1, "VPN <setup>", "kb/it/vpn.md", "https://wiki.example.com/vpn?a=1&b=2",

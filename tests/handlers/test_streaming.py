@@ -4,7 +4,7 @@ exactly one message."""
 
 from __future__ import annotations
 
-from bot.answer import Answer, Citation
+from bot.answer.pipeline import Answer, Citation
 from tests.handlers.conftest import ALICE, CHANNEL, ScriptedAnswerer, running_bot
 from tests.support.fake_openai import Reply
 from tests.support.fake_slack import TEAM_ID

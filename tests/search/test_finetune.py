@@ -145,9 +145,10 @@ def _args(dataset, **kw):
 async def test_the_gate_refuses_a_bad_candidate_force_promotes_and_rollback_restores(
     data_dir, tiny_beir, monkeypatch, capsys
 ):
-    from bot.finetune_command import run_finetune, run_models
+    from bot.cli.finetune import run_finetune, run_models
     from bot.settings import Settings
-    from bot.wiring import build_services, model_registry
+    from bot.runtime.services import build_services
+    from bot.runtime.factories import model_registry
     import search.finetune.adapter as adapter_training
 
     def corrupted(examples, *, config, progress=None):

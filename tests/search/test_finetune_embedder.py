@@ -96,10 +96,10 @@ def test_rows_deal_hard_negatives_and_batches_never_repeat_a_positive():
 
 async def test_embedder_promotion_is_refused_on_opensearch_before_any_work(data_dir, tiny_beir,
                                                                          monkeypatch):
-    from bot.cli import CliError
-    from bot.finetune_command import run_finetune, run_models
+    from bot.console import CliError
+    from bot.cli.finetune import run_finetune, run_models
     from bot.settings import Settings
-    from bot.wiring import model_registry
+    from bot.runtime.factories import model_registry
     from search.finetune.registry import Candidate
 
     monkeypatch.setenv("LOREBOT_SEARCH__BACKEND", "opensearch")
@@ -122,10 +122,11 @@ async def test_embedder_promotion_is_refused_on_opensearch_before_any_work(data_
 async def test_gate_refuses_bad_candidate_force_promotes_reembeds_and_rollback_restores(
     data_dir, tiny_beir, monkeypatch, capsys
 ):
-    from bot.eval_command import _index_corpus, run_eval
-    from bot.finetune_command import run_finetune, run_models
+    from bot.training.evaluation import _index_corpus, run_eval
+    from bot.cli.finetune import run_finetune, run_models
     from bot.settings import Settings
-    from bot.wiring import build_services, model_registry
+    from bot.runtime.services import build_services
+    from bot.runtime.factories import model_registry
     from search.adapter import AdaptedEmbedder, QueryAdapter
     from search.embedding import SentenceTransformerEmbedder
     from search.evaluation import load_beir
@@ -244,7 +245,7 @@ async def test_open_readers_never_pair_query_and_chunk_vectors_of_two_models(tmp
         await Indexer(index, base).index_documents("kb", _docs())
     # Recorded as base vectors (as after an earlier rollback), so a reader with the new model
     # can be open before the promotion too. (A file never re-embedded records no model; no
-    # process loads the new model before the promotion has committed, see bot.embedder_promotion.)
+    # process loads the new model before the promotion has committed, see bot.training.promotion.)
     await run_model(reembed, path, base.encode, base.model_id)
     texts = {c: t for c, (t, _) in _stored(path).items()}
     edited = Document(doc_id="kb:badge", source="kb", title="Lost badge",
@@ -350,7 +351,7 @@ def _edited(docs, doc_id, text):
 
 
 async def _reindex(settings, docs, model):
-    from bot.wiring import build_services
+    from bot.runtime.services import build_services
 
     async with build_services(settings, with_llm=False) as services:
         assert services.embedder.model_id == model
@@ -360,9 +361,9 @@ async def _reindex(settings, docs, model):
 @pytest.mark.slow
 async def test_reindex_after_promotion_and_rollback_embeds_only_what_changed(data_dir,
                                                                              other_model):
-    from bot.embedder_promotion import promote_embedder, rollback_embedder
+    from bot.training.promotion import promote_embedder, rollback_embedder
     from bot.settings import Settings
-    from bot.wiring import model_registry
+    from bot.runtime.factories import model_registry
     from search.embedding import SentenceTransformerEmbedder
     from search.finetune.registry import Candidate
 

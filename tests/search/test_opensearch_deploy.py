@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from bot.cli import build_parser
+from bot.cli.main import build_parser
 from tests.bot.test_settings import _env_names
 from bot.settings import Settings
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-import bot.cli_opensearch as cli_opensearch
+import bot.cli.opensearch as cli_opensearch
 from bot.settings import Settings
-from bot.wiring import open_index
+from bot.runtime.factories import open_index
 from search.errors import IndexStoreError
 from search.index.opensearch import OpenSearchIndex
 from search.index.opensearch_migrate import migrate_sqlite
@@ -107,7 +107,7 @@ async def cli_env(osmem_url, data_dir, monkeypatch, spec_validator):
     clients = []
 
     def spec_checked_index(settings):
-        from bot.wiring import open_opensearch_index
+        from bot.runtime.factories import open_opensearch_index
 
         index = open_opensearch_index(settings)
         client = spec_checked_client(osmem_url, spec_validator)
@@ -171,7 +171,7 @@ def test_a_bad_index_prefix_names_the_setting(monkeypatch, data_dir):
 @pytest.mark.slow
 def test_index_and_search_through_the_cli_on_opensearch(osmem_url, data_dir, kb, monkeypatch,
                                                        capsys):
-    from bot.cli import main
+    from bot.cli.main import main
 
     monkeypatch.setenv("LOREBOT_SEARCH__BACKEND", "opensearch")
     monkeypatch.setenv("LOREBOT_OPENSEARCH__URL", osmem_url)

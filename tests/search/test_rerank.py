@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import main
+from bot.cli.main import main
 from search.models import Hit
 from search.rerank import CrossEncoderReranker, hit_text
 from tests.support.tiny_reranker import (  # noqa: F401 - a fixture
@@ -51,7 +51,7 @@ def test_settings_are_validated_before_any_model_loads():
 
 def test_wiring_passes_the_reranker_settings(data_dir: Path, tmp_path: Path):
     from bot.settings import Settings
-    from bot.wiring import build_services
+    from bot.runtime.services import build_services
 
     settings = Settings(
         _env_file=None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.reranker_blend import BLENDS, best_blend, cross_fitted, per_blend_metrics
+from bot.training.blend import BLENDS, best_blend, cross_fitted, per_blend_metrics
 from search.models import Hit
 from search.rerank import blended_order, rescored
 
@@ -153,9 +153,9 @@ async def test_finetune_reranker_saves_the_blend_and_gates_on_the_cross_fitted_f
     import json
     from types import SimpleNamespace
 
-    from bot.finetune_command import run_finetune
+    from bot.cli.finetune import run_finetune
     from bot.settings import Settings
-    from bot.wiring import model_registry
+    from bot.runtime.factories import model_registry
     from search import rerank_model
 
     monkeypatch.setenv("LOREBOT_FINETUNE__VAL_FRACTION", "0.5")  # 4 of 8 for the gate

@@ -31,7 +31,7 @@ SOURCE = "handbook"
 @pytest.fixture(scope="session")
 def qa_index(tmp_path_factory) -> Path:
     """An index file of :data:`DOCS` (source ``handbook``), built with the real model."""
-    from bot.cli import main
+    from bot.cli.main import main
 
     root = tmp_path_factory.mktemp("qa-corpus")
     kb = root / "kb"
@@ -58,7 +58,7 @@ def install_index(index: Path, data_dir: Path) -> Path:
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     """Run the CLI in this process: (exit code, stdout, stderr)."""
-    from bot.cli import main
+    from bot.cli.main import main
 
     code = main(list(argv))
     out, err = capsys.readouterr()

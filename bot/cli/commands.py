@@ -1,0 +1,207 @@
+"""The CLI commands. Each takes parsed args and returns an exit code."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from bot.console import EXIT_OK, EXIT_PARTIAL, CliError, print_json
+from bot.settings import Settings
+
+DOCS_DIR = Path(__file__).resolve().parents[2] / "docs"
+
+
+def _services(settings: Settings | None = None, **kw):
+    from bot.runtime.services import build_services
+
+    return build_services(settings or Settings(), **kw)
+
+
+async def index_paths(services, paths, *, source: str | None, include=None, exclude=None,
+                      show_progress: bool = False):
+    """Index files and folders as one source; returns the summary."""
+    from search.loaders import DEFAULT_EXCLUDES, discover, iter_documents
+
+    name = source or _default_source_name(paths[0])
+    files = discover(paths, include=include or ("**/*",), exclude=(*DEFAULT_EXCLUDES, *(exclude or ())))
+    max_bytes = int(services.settings.search.max_file_mb * 1024 * 1024)
+    items = iter_documents(files, source=name, max_bytes=max_bytes)
+    if not show_progress:
+        return await services.indexer.index_documents(name, items, total=len(files))
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    with Progress(
+        TextColumn(f"indexing {name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("index", total=len(files))
+        return await services.indexer.index_documents(
+            name, items, total=len(files), on_progress=lambda done, _t: bar.update(task, completed=done)
+        )
+
+
+def _default_source_name(path: Path) -> str:
+    resolved = path.expanduser().resolve()
+    return (resolved.name if resolved.is_dir() else resolved.parent.name) or "default"
+
+
+async def cmd_index(args) -> int:
+    async with _services(with_llm=False) as services:
+        summary = await index_paths(
+            services, args.paths, source=args.source, include=args.include, exclude=args.exclude,
+            show_progress=not args.json and sys.stderr.isatty(),
+        )
+    if args.json:
+        print_json(summary.as_dict())
+    else:
+        _print_summary(summary)
+    return EXIT_PARTIAL if summary.failed else EXIT_OK
+
+
+def _print_summary(summary) -> None:
+    print(
+        f"added {summary.added}, updated {summary.updated}, unchanged {summary.unchanged}, "
+        f"removed {summary.removed}, failed {len(summary.failed)}; "
+        f"{summary.chunks} chunks embedded in {summary.seconds:.1f} s"
+    )
+    for failure in summary.failed:
+        print(f"  skipped {failure.path}: {failure.reason}")
+
+
+async def cmd_search(args) -> int:
+    from bot.answer.pipeline import snippet
+
+    async with _services(with_llm=False) as services:
+        hits = await services.retriever.search(args.query, mode=args.mode, k=args.k, sources=args.sources)
+    if args.json:
+        print_json([
+            {"doc_id": h.doc_id, "title": h.title, "path": h.path, "url": h.url,
+             "score": round(h.score, 6), "text": h.text}
+            for h in hits
+        ])
+        return EXIT_OK
+    if not hits:
+        print("No matching passages. Is anything indexed? Try `lorebot sources`.")
+    for rank, h in enumerate(hits, 1):
+        heading = " > ".join(h.headings)
+        print(f"{rank}. {h.title}{' > ' + heading if heading else ''}  ({h.score:.4f})")
+        print(f"   {h.location}")
+        print(f"   {snippet(h.text)}")
+    return EXIT_OK
+
+
+async def cmd_ask(args) -> int:
+    async with _services() as services:
+        answer = await services.pipeline.answer(args.question)
+    if args.json:
+        print_json(answer_json(answer))
+    else:
+        print_answer(answer)
+    return EXIT_OK
+
+
+def answer_json(answer) -> dict:
+    return {
+        "answer": answer.text,
+        "citations": [
+            {"n": c.n, "title": c.title, "path": c.path, "url": c.url} for c in answer.citations
+        ],
+        "mode": answer.mode,
+        # Why an answer is extractive or uncited (e.g. the LLM was down); None when all went well.
+        "notice": answer.notice,
+    }
+
+
+def print_answer(answer, *, body: bool = True) -> None:
+    if answer.notice:
+        print(f"({answer.notice})")
+    if body:
+        print(answer.text)
+    if answer.citations:
+        print("\nSources:")
+        for c in answer.citations:
+            print(f"  [{c.n}] {c.title} — {c.url or c.path}")
+
+
+async def chat(services, *, prompt: str = "you> ") -> None:
+    """Read questions from stdin until EOF or 'exit'; follow-ups see the earlier turns."""
+    import asyncio
+
+    from bot.answer.turns import Turn
+
+    history: list = []
+    print("Ask a question about the knowledge base (Ctrl-D or 'exit' to quit).")
+    while True:
+        try:
+            question = (await asyncio.to_thread(input, prompt)).strip()
+        except EOFError:
+            print()
+            return
+        if question.lower() in {"exit", "quit"}:
+            return
+        if not question:
+            continue
+        final = None
+        streamed = False
+        async for part in services.pipeline.stream(question, history=tuple(history)):
+            if isinstance(part, str):
+                print(part, end="", flush=True)
+                streamed = True
+            else:
+                final = part
+        if streamed:
+            print()
+        print_answer(final, body=not streamed)
+        print()
+        history.append(Turn(question, final.text))
+
+
+async def cmd_chat(args) -> int:
+    async with _services() as services:
+        await _require_content(services)
+        await chat(services)
+    return EXIT_OK
+
+
+async def _require_content(services) -> None:
+    if not await services.index.source_stats():
+        raise CliError("the knowledge base is empty: index something first, e.g. `lorebot index docs/`")
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+async def cmd_demo(args) -> int:
+    """The README's run command with no credentials: index the sample KB, then chat or answer."""
+    path = args.path or DOCS_DIR
+    if not path.exists():
+        raise CliError(f"sample knowledge base {path} not found; pass --path DIR")
+    async with _services() as services:
+        interactive = sys.stdin.isatty()
+        print(f"Indexing the sample knowledge base in {path} …", file=sys.stderr)
+        summary = await index_paths(services, [path], source="sample", show_progress=sys.stderr.isatty())
+        _print_summary(summary)
+        mode = "an LLM" if services.llm else "extractive answers (no LLM configured)"
+        print(f"Answering with {mode}.\n")
+        if interactive:
+            await chat(services)
+        else:
+            print(f"Q: {args.question}\n")
+            print_answer(await services.pipeline.answer(args.question))
+    return EXIT_OK
+
+
+async def cmd_eval(args) -> int:
+    from bot.training.evaluation import run_eval
+
+    return await run_eval(args, Settings())

@@ -1,0 +1,286 @@
+"""`lorebot finetune` and `lorebot models`: train a candidate, gate it on validation, promote.
+
+The gate: candidate and active model are evaluated on the same validation queries (hit@1/5/10,
+MRR@10, nDCG@10); the candidate is promoted only when its nDCG@10 beats the active one's by
+LOREBOT_FINETUNE__MIN_GAIN, or with --force. Training data comes from a BEIR dataset's train split
+(--dataset) or from the live index and feedback.jsonl; validation queries are split off by
+relevant document, so no document is seen on both sides.
+
+An embedder changes every vector: its gate ranks a re-embedded copy of the index, and promoting
+or rolling it back re-embeds the index in one transaction (bot.training.promotion).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.console import CliError
+from bot.settings import Settings
+from bot.training.gate import (
+    candidate_retriever,
+    gate_eval,
+    gate_reranker,
+    vector_lookup,
+)
+from bot.training.progress import report as _report, run_training, say as _say, with_progress
+
+# What `lorebot finetune --json` prints: finetune()'s result has a few more keys for Slack.
+RESULT_KEYS = ("candidate", "kind", "before", "after", "promoted")
+
+Progress = Callable[[str, int, "int | None"], None]
+
+
+@dataclass
+class _Run:
+    """One training run: its options, and where it reports (the CLI: stderr and a progress bar
+    on a terminal; a worker: callbacks that update the job's Slack message)."""
+
+    kind: str
+    dataset: Path | None = None
+    split: str = "train"
+    epochs: int | None = None
+    max_steps: int | None = None
+    force: bool = False
+    progress: Progress | None = None  # (phase, done, total)
+    say: Callable[[str], None] | None = None
+
+
+async def finetune(settings: Settings, kind: str, *, dataset: str | Path | None = None,
+                   split: str = "train", epochs: int | None = None, max_steps: int | None = None,
+                   force: bool = False, progress: Progress | None = None,
+                   say: Callable[[str], None] | None = None) -> dict:
+    """Train a candidate of ``kind`` (embedder, adapter, reranker), gate it, promote it if it
+    wins (or ``force``). Returns {candidate, kind, before, after, promoted} plus the gate's
+    figures: gain (nDCG@10), min_gain, gate_passed, validation_queries. Raises CliError with
+    what to do when there is no training data or the backend cannot take the candidate.
+
+    ``progress(phase, done, total)``: phases "indexing dataset", "mining", "training",
+    "re-embedding", "validating active", "validating candidate", "promoting".
+    """
+    from bot.runtime.factories import model_registry
+    from bot.runtime.services import build_services
+
+    args = _Run(kind, Path(dataset) if dataset is not None else None, split, epochs, max_steps,
+                force, progress, say)
+    f = settings.finetune
+    if args.kind == "embedder":  # before any work: a promotion could not be carried out
+        from bot.training.promotion import check_embedder_backend
+
+        check_embedder_backend(settings)
+    registry = model_registry(settings)
+    data = _training_data(args, settings)
+    services = build_services(settings, index_path=data["index_path"], with_llm=False)
+    async with services:
+        if data.get("beir") is not None:
+            from bot.training.evaluation import _index_corpus
+
+            _report(args, "indexing dataset", 0, None)
+            await _index_corpus(services, data["beir"])
+        from search.finetune.data import split_by_document
+
+        split_ = split_by_document(data["qrels"], val_fraction=f.val_fraction, seed=f.seed)
+        train_q = split_.train[: f.max_train_queries] if f.max_train_queries else split_.train
+        val_q = (split_.validation[: f.max_val_queries] if f.max_val_queries
+                 else split_.validation)
+        if not train_q or not val_q:
+            raise CliError(f"too few judged queries to split ({len(split_.train)} train, "
+                           f"{len(split_.validation)} validation); add feedback or use --dataset")
+        _say(args, f"{len(train_q)} training and {len(val_q)} validation queries, "
+             f"{len(split_.train_docs)} and {len(split_.val_docs)} relevant documents, disjoint")
+        examples = await _mine(args, services, data, train_q, settings)
+        candidate, trained = await _train(args, settings, registry, services, examples)
+        before = await gate_eval(args, services.retriever, data, val_q, "active")
+        blend = None
+        try:
+            if candidate.kind == "reranker":
+                after, blend = await gate_reranker(args, settings, services, data, val_q,
+                                                    registry.path(candidate.id))
+            else:
+                after = await gate_eval(args, trained, data, val_q, "candidate")
+        finally:
+            if trained.index is not services.index:  # the embedder's candidate index
+                await trained.index.close()
+        gate_index = getattr(services.index, "path", None)
+    gain = after["ndcg@10"] - before["ndcg@10"]
+    passed = gain >= f.min_gain
+    promoted = passed or args.force
+    registry.update_metrics(candidate.id, {"validation": {"before": before, "after": after},
+                                           "gain_ndcg@10": gain, "gate_passed": passed,
+                                           "validation_queries": len(val_q),
+                                           **({"blend": blend} if blend else {})})
+    if promoted and candidate.kind == "embedder":
+        from bot.training.promotion import promote_embedder
+
+        _report(args, "promoting", 0, None)
+        await promote_embedder(settings, registry, candidate.id,
+                               extra=[gate_index] if gate_index else [],
+                               say=lambda text: _say(args, text))
+    elif promoted:
+        registry.promote(candidate.id)
+    return {"candidate": candidate.id, "kind": candidate.kind, "before": before,
+            "after": after, "promoted": promoted, "gain": round(gain, 4),
+            "min_gain": f.min_gain, "gate_passed": passed, "validation_queries": len(val_q)}
+
+
+def _training_data(args, settings: Settings) -> dict:
+    if args.dataset is not None:
+        from search.evaluation import load_beir
+
+        if args.split == "test":
+            print("lorebot: warning: training on the test split makes its figures meaningless",
+                  file=sys.stderr)
+        beir = load_beir(args.dataset, args.split)
+        from bot.training.evaluation import _safe
+
+        index_path = settings.data_dir / "eval" / f"{_safe(beir.name)}.sqlite3"
+        index_path.parent.mkdir(parents=True, exist_ok=True)
+        return {"beir": beir, "index_path": index_path, "queries": beir.queries,
+                "qrels": beir.qrels, "key": lambda h: h.doc_id, "negatives": {},
+                "corpus_path": Path(args.dataset) / "corpus.jsonl"}
+    from bot.training.qa import training_pairs
+    from search.finetune.data import hit_key
+
+    pairs = training_pairs(settings.data_dir)  # feedback.jsonl and qa.jsonl
+    if not pairs.positives:
+        raise CliError("no helpful feedback with cited sources in feedback.jsonl and no "
+                       "generated questions in qa.jsonl yet; run `lorebot qa generate`, or "
+                       "train on a dataset with --dataset DIR")
+    qrels = {q: {k: 1 for k in keys} for q, keys in pairs.positives.items() if keys}
+    return {"beir": None, "index_path": None, "queries": pairs.queries, "qrels": qrels,
+            "key": hit_key, "negatives": pairs.negatives, "pairs": pairs}
+
+
+async def _mine(args, services, data, train_q, settings):
+    from search.finetune.data import Passage, mine_examples, mine_feedback_examples
+
+    f = settings.finetune
+
+    async def search(query):
+        return await services.retriever.search(query, mode="hybrid", k=f.mine_depth)
+
+    started = time.perf_counter()
+    if data["beir"] is None:
+        from search.finetune.data import FeedbackPairs
+
+        p = data["pairs"]
+        keep = set(train_q)
+        sub = FeedbackPairs({q: t for q, t in p.queries.items() if q in keep},
+                            {q: v for q, v in p.positives.items() if q in keep},
+                            {q: v for q, v in p.negatives.items() if q in keep})
+        _report(args, "mining", 0, len(train_q))
+        examples = await mine_feedback_examples(search, sub, negatives=f.hard_negatives)
+    else:
+        corpus = await asyncio.to_thread(_corpus_lookup, data["corpus_path"])  # off the loop
+
+        def fallback(doc_id):
+            title, text = corpus.get(doc_id, (None, None))
+            return Passage(doc_id, f"{title}\n{text}" if title else text) if text else None
+
+        positives = {q: [d for d, g in data["qrels"][q].items() if g > 0] for q in train_q}
+        examples = await with_progress(
+            args, "mining", "mining hard negatives", len(train_q),
+            lambda tick: mine_examples(search, {q: data["queries"][q] for q in train_q},
+                                       positives, negatives=f.hard_negatives,
+                                       fallback_text=fallback, progress=tick),
+        )
+    _say(args, f"{len(examples)} training examples, "
+         f"{sum(len(e.negatives) for e in examples)} hard negatives "
+         f"({time.perf_counter() - started:.1f} s)")
+    return examples
+
+
+def _corpus_lookup(path: Path) -> dict[str, tuple[str, str]]:
+    import json
+
+    out = {}
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                obj = json.loads(line)
+                out[str(obj["_id"])] = (obj.get("title", ""), obj.get("text", ""))
+    return out
+
+
+async def _train(args, settings, registry, services, examples):
+    """Train the candidate, register it, and return it with a retriever that uses it."""
+    from bot.runtime.factories import new_reranker, new_retriever
+    from search.finetune.data import digest
+    from search.finetune.registry import Candidate
+
+    f, s = settings.finetune, settings.search
+    cid = registry.new_id(args.kind)
+    out = registry.path(cid)
+    base_embedder = getattr(services.embedder, "inner", services.embedder)
+    if args.kind == "reranker":
+        from search.finetune.reranker import RerankerTraining, train_reranker
+
+        config = RerankerTraining(
+            epochs=args.epochs or f.reranker_epochs, batch_size=f.reranker_batch_size,
+            learning_rate=f.reranker_learning_rate, max_length=f.reranker_max_tokens,
+            max_steps=args.max_steps, seed=f.seed, layers=f.reranker_layers,
+        )
+        base = s.embedding_model
+        started = time.perf_counter()
+        stats = await run_training(args, "training reranker", train_reranker, examples, out,
+                                base_model=base, config=config)
+        retriever = new_retriever(settings, services.index, services.embedder,
+                                  new_reranker(settings, str(out)), default_mode="rerank")
+    elif args.kind == "embedder":
+        from search.finetune.embedder import EmbedderTraining, train_embedder
+
+        config = EmbedderTraining(
+            epochs=args.epochs or f.embedder_epochs, batch_size=f.embedder_batch_size,
+            learning_rate=f.embedder_learning_rate, max_length=f.embedder_max_tokens,
+            max_steps=args.max_steps, seed=f.seed,
+        )
+        base = base_embedder.model_id  # the active embedder, else the base model
+        started = time.perf_counter()
+        stats = await run_training(args, "training embedder", train_embedder, examples, out,
+                                base_model=base, config=config)
+        retriever = None  # built below, once the candidate is registered
+    else:
+        from search.adapter import AdaptedEmbedder
+        from search.finetune.adapter import (
+            AdapterTraining,
+            train_adapter,
+            vector_examples,
+        )
+
+        config = AdapterTraining(epochs=args.epochs or f.adapter_epochs,
+                                 learning_rate=f.adapter_learning_rate,
+                                 max_steps=args.max_steps, seed=f.seed)
+        # The adapter maps this embedder's query vectors: wiring uses it only with this one.
+        base = base_embedder.model_id
+        started = time.perf_counter()
+        # The adapter learns on the base model's query vectors, as it will see them at query time.
+        qvecs = await base_embedder.embed_documents([e.query for e in examples])
+        query_vectors = {e.qid: v for e, v in zip(examples, qvecs)}
+        # Reads stored vectors from SQLite: off the event loop (a bot may be running on it).
+        vex = await asyncio.to_thread(vector_examples, examples,
+                                      await vector_lookup(services, base_embedder, examples),
+                                      query_vectors)
+        adapter, stats = await run_training(args, "training adapter", train_adapter, vex,
+                                         config=config)
+        adapter.save(out)
+        retriever = new_retriever(settings, services.index,
+                                  AdaptedEmbedder(base_embedder, adapter), services.reranker)
+    seconds = time.perf_counter() - started
+    from dataclasses import asdict
+
+    candidate = registry.register(Candidate(
+        id=cid, kind=args.kind, base_model=base, data_digest=digest(examples),
+        settings={**asdict(config), "dataset": str(args.dataset) if args.dataset else "feedback",
+                  "split": args.split if args.dataset else None, **stats},
+        training_seconds=round(seconds, 1),
+    ))
+    _say(args, f"trained {cid} in {seconds:.1f} s ({stats})")
+    if retriever is None:
+        retriever = await candidate_retriever(args, settings, services, out)
+    return candidate, retriever
+
+
