@@ -182,6 +182,15 @@ class SourcesSettings(BaseModel):
     fetch_timeout_s: float = Field(15.0, gt=0, description="Seconds per web page before giving up.")
     max_page_mb: float = Field(5.0, gt=0, description="Larger web pages are skipped and reported.")
     user_agent: str = Field("lorebot", description="User-Agent sent, and matched in robots.txt.")
+    allow_private_hosts: str = Field(
+        "", description="Comma-separated hosts, IPs or networks (10.0.0.0/8) a web source may "
+        "reach although private, loopback or link-local (an internal wiki); '*' allows any. "
+        "Empty: refused, so a URL source cannot probe the indexing host's network."
+    )
+    allow_other_hosts: str = Field(
+        "", description="Comma-separated hosts (host or host:port) a web source's redirects and "
+        "sitemap entries may lead to besides its own; empty: its own scheme, host and port only."
+    )
     job_lock_ttl_s: float = Field(
         30.0, ge=1, description="A worker that stops renewing its lock this long is presumed dead; "
         "its job is requeued."
