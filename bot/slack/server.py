@@ -1,69 +1,113 @@
 """The aiohttp server around the bolt app: ``POST /slack/events`` and ``GET /healthz``.
 
-Bolt verifies every request's signature and rejects timestamps more than five minutes off (401).
-Events API callbacks are acknowledged as soon as their signature checks out, before bolt runs
-them (see :func:`build_web_app`). Socket Mode uses the same bolt app without this server.
+Every request's signature is verified on its raw bytes before anything parses it; timestamps
+more than five minutes off (401), replays of a request already taken (401) and bodies that do not
+parse (400) are refused here. Events API callbacks are acknowledged as soon as they pass, before
+bolt runs them (see :func:`build_web_app`). Socket Mode uses the same bolt app without this server.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import hashlib
+import hmac
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from redis.exceptions import RedisError
 from slack_bolt.request.async_request import AsyncBoltRequest
-from slack_sdk.signature import SignatureVerifier
+from slack_bolt.request.internals import parse_body
 
 from bot.slack.app import SlackBot
+from bot.state.redis import RedisGuard
 
 logger = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
+# Slack accepts a timestamp up to five minutes off either way, so a signed request can be
+# replayed for ten minutes after it was made: its signature is remembered that long.
+SIGNATURE_WINDOW_S = 5 * 60
+REPLAY_WINDOW_S = 2 * SIGNATURE_WINDOW_S + 10
+# Signatures remembered in process (for a Redis outage): ten minutes at 80 requests a second.
+REPLAY_MEMORY = 50_000
+# /healthz waits this long for Redis's PONG before it says "down".
+HEALTH_PING_S = 0.5
 
 
 def build_web_app(app: AsyncApp, bot: SlackBot) -> web.Application:
     """The aiohttp application: Slack's events endpoint and a health check.
 
-    Events API callbacks whose signature checks out are acknowledged before bolt runs: the
-    200 goes back at once and bolt (which verifies the request again) dispatches the event in
-    the background. Everything else (slash commands and button clicks, whose response may carry
-    a message; URL verification; any request that fails the check, which bolt answers with 401)
-    goes through bolt before the response.
+    Every request is checked here first, on its raw bytes: the signature and the timestamp
+    (401), then that it is not a replay of one already taken (401), then that the body is UTF-8
+    and parses into an object (400). Only then is it parsed and handed to bolt, so no input can
+    reach a parser unverified or end in a 500. Events API callbacks are then acknowledged before
+    bolt runs: the 200 goes back at once and bolt (which verifies the request again) dispatches
+    the event in the background. Everything else (slash commands and button clicks, whose
+    response may carry a message; URL verification) goes through bolt before the response.
     """
     secret = bot.settings.slack.signing_secret
-    verifier = SignatureVerifier(secret.get_secret_value()) if secret else None
+    key = secret.get_secret_value().encode() if secret and secret.get_secret_value() else None
+    replays = ReplayMemory(bot.guard)
     gate = AcksFirst()
 
     async def events(request: web.Request) -> web.Response:
         gate.request_arrived()
-        body = await request.text()
-        bolt_request = AsyncBoltRequest(body=body, query=request.query_string,
-                                        headers=dict(request.headers))
-        if verifier is not None and _is_event_callback(body) and verifier.is_valid(
-            body, request.headers.get("X-Slack-Request-Timestamp"),
-            request.headers.get("X-Slack-Signature"),
-        ):
-            if retry := request.headers.get("X-Slack-Retry-Num"):
+        raw = await request.read()
+        headers = request.headers
+        signature = headers.get("X-Slack-Signature", "")
+        if key is None or not _signed(key, raw, headers.get("X-Slack-Request-Timestamp"),
+                                      signature):
+            logger.warning("Rejected a request with a bad or stale Slack signature from %s "
+                           "(check LOREBOT_SLACK__SIGNING_SECRET and the clock)", request.remote)
+            return _refuse(401, "invalid request")
+        try:
+            text = raw.decode("utf-8")
+            body = parse_body(text, headers.get("Content-Type"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            logger.warning("Rejected a signed request from %s whose body does not parse (%s)",
+                           request.remote, type(exc).__name__)
+            return _refuse(400, "malformed body")
+        if not isinstance(body, dict):
+            logger.warning("Rejected a signed request from %s whose body is not an object",
+                           request.remote)
+            return _refuse(400, "malformed body")
+        is_event = body.get("type") == "event_callback"
+        retry = headers.get("X-Slack-Retry-Num")
+        # Slack re-signs its event retries, so a signature seen twice is a replay. The retry
+        # number is part of the key for events only (it is not signed): a forged one then gets
+        # an event through to the event-id dedupe, never a command or a click through twice.
+        seen = f"{signature}#{retry}" if is_event and retry else signature
+        if not await replays.first_time(seen):
+            logger.warning("Refused a replayed Slack request from %s (same signature seen "
+                           "within the last %d s)", request.remote, REPLAY_WINDOW_S)
+            return _refuse(401, "replayed request")
+        try:
+            bolt_request = AsyncBoltRequest(body=text, query=request.query_string,
+                                            headers=dict(headers))
+        except Exception as exc:  # noqa: BLE001 - a payload bolt cannot read is the sender's fault
+            logger.warning("Rejected a signed request bolt cannot read (%s: %s)",
+                           type(exc).__name__, str(exc)[:200])
+            return _refuse(400, "malformed body")
+        if is_event:
+            if retry:
                 # Harmless (the event is claimed once), but frequent retries mean slow acks.
                 logger.info("Slack retried an event (attempt %s, %s)", retry,
-                            request.headers.get("X-Slack-Retry-Reason", "no reason given"))
+                            headers.get("X-Slack-Retry-Reason", "no reason given"))
             bot.spawn(_dispatch(app, bolt_request, gate), name="slack event")
             return web.Response(status=200)
         response = await app.async_dispatch(bolt_request)
-        if response.status == 401:
-            logger.warning("Rejected a request with a bad or stale Slack signature from %s "
-                           "(check LOREBOT_SLACK__SIGNING_SECRET and the clock)", request.remote)
         return await to_aiohttp_response(response)
 
     async def health(_request: web.Request) -> web.Response:
         return web.json_response(
-            {"ok": True, "redis": "up" if bot.guard.available else "down", "answering": bot.busy}
+            {"ok": True, "redis": "up" if await redis_answers(bot.guard) else "down",
+             "answering": bot.busy}
         )
 
     web_app = web.Application()
@@ -72,13 +116,75 @@ def build_web_app(app: AsyncApp, bot: SlackBot) -> web.Application:
     return web_app
 
 
-def _is_event_callback(body: str) -> bool:
-    if '"event_callback"' not in body:  # cheap: most requests are decided here
+def _signed(secret: bytes, raw: bytes, timestamp: str | None, signature: str) -> bool:
+    """Whether ``raw`` carries Slack's v0 signature, made within the last five minutes.
+
+    Computed here on the bytes as received (slack_sdk's verifier decodes them first, and raises
+    on a timestamp that is not a number); only ASCII digits count as a timestamp.
+    """
+    if not timestamp or not signature or not signature.isascii():
         return False
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+        return False
+    if abs(time.time() - int(timestamp)) > SIGNATURE_WINDOW_S:
+        return False
+    base = b"v0:" + timestamp.encode() + b":" + raw
+    expected = "v0=" + hmac.new(secret, base, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature)
+
+
+def _refuse(status: int, error: str) -> web.Response:
+    return web.json_response({"error": error}, status=status)
+
+
+async def redis_answers(guard: RedisGuard, timeout_s: float = HEALTH_PING_S) -> bool:
+    """Ask Redis now (the guard's flag only changes when a store next fails or succeeds)."""
     try:
-        return json.loads(body).get("type") == "event_callback"
-    except (ValueError, AttributeError):
+        return bool(await asyncio.wait_for(guard.client.ping(), timeout_s))
+    except (asyncio.TimeoutError, RedisError, OSError):
         return False
+
+
+class ReplayMemory:
+    """The signatures of the requests taken in the last :data:`REPLAY_WINDOW_S` seconds.
+
+    In Redis (``SET NX`` with the window as TTL), so that every replica refuses a replay, and
+    in a bounded in-process memory as well: that memory alone decides while Redis is down, and
+    it still catches a replay of a request taken during an outage once Redis is back. When the
+    memory is full the oldest signature is forgotten first (it expires first anyway).
+    """
+
+    def __init__(self, guard: RedisGuard, *, window_s: float = REPLAY_WINDOW_S,
+                 max_local: int = REPLAY_MEMORY) -> None:
+        self.guard = guard
+        self.window_s = window_s
+        self.max_local = max_local
+        self._seen: OrderedDict[str, float] = OrderedDict()  # key -> expiry (monotonic)
+
+    def _local_first_time(self, key: str) -> bool:
+        now = time.monotonic()
+        while self._seen and next(iter(self._seen.values())) <= now:
+            self._seen.popitem(last=False)
+        if key in self._seen:
+            return False
+        self._seen[key] = now + self.window_s
+        while len(self._seen) > self.max_local:
+            self._seen.popitem(last=False)
+        return True
+
+    async def first_time(self, key: str) -> bool:
+        """True the first time ``key`` is seen within the window, False for a replay."""
+        digest = hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
+        local = self._local_first_time(digest)
+
+        async def op(client) -> bool:
+            return bool(await client.set(self.guard.key("replay", digest), "1", nx=True,
+                                         ex=int(self.window_s)))
+
+        async def fallback() -> bool:
+            return True  # the local memory decides
+
+        return await self.guard.run("replay check", op, fallback) and local
 
 
 class AcksFirst:
