@@ -65,6 +65,14 @@ class Hit:
         return self.url or self.path
 
 
+# Here, beside Hit, because both the reranker (search.rerank) and its training data
+# (search.finetune.data) need it: the model must train on exactly the text it later scores.
+def hit_text(hit: Hit) -> str:
+    """What the cross-encoder reads of a hit: its title and heading path give context."""
+    context = " > ".join(x for x in (hit.title, *hit.headings) if x)
+    return f"{context}\n{hit.text}" if context else hit.text
+
+
 @dataclass(frozen=True)
 class StoredDocument:
     """What the index remembers about a document, enough to decide whether to re-embed it."""

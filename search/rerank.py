@@ -11,7 +11,8 @@ from typing import Protocol
 
 from search.embedding import resolve_model_path
 from search.errors import ModelError
-from search.models import Hit
+# hit_text is also imported from here by bot/ and the benchmarks.
+from search.models import Hit, hit_text
 from search.models_runtime import run_model
 
 log = logging.getLogger(__name__)
@@ -126,12 +127,6 @@ def blended_order(scores: Sequence[float], fused: Sequence[float], blend: float)
 
     mixed = [blend * s + (1 - blend) * f for s, f in zip(unit(scores), unit(fused))]
     return sorted(range(n), key=lambda i: (-mixed[i], i))
-
-
-def hit_text(hit: Hit) -> str:
-    """What the cross-encoder reads of a hit: its title and heading path give context."""
-    context = " > ".join(x for x in (hit.title, *hit.headings) if x)
-    return f"{context}\n{hit.text}" if context else hit.text
 
 
 def is_segment_model(model) -> bool:

@@ -91,6 +91,24 @@ def fit_logistic(x, y, *, steps: int = 50, l2: float = 1e-3) -> tuple[float, flo
     return (float(w[0]), float(w[1])) if w[0] > 0 and np.isfinite(w).all() else None
 
 
+def keep_layers(hf_model, n: int) -> None:
+    """Cut the encoder down to ``n`` of its transformer layers, evenly spaced, last one kept.
+
+    Cost per pair is proportional to the layers, so 3 of MiniLM's 6 rerank twice as fast on a
+    CPU. Spacing them out (as DistilBERT's initialisation does) keeps low- and high-level
+    features both; the saved config records the new depth, so the model loads as it was trained.
+    """
+    import torch
+
+    layers = hf_model.base_model.encoder.layer
+    total = len(layers)
+    if not 1 <= n <= total:
+        raise ValueError(f"reranker layers must be between 1 and {total} for this model, not {n}")
+    picked = sorted({round((i + 1) * total / n) - 1 for i in range(n)})
+    hf_model.base_model.encoder.layer = torch.nn.ModuleList(layers[i] for i in picked)
+    hf_model.config.num_hidden_layers = n
+
+
 _CLASS = None
 
 
@@ -114,8 +132,6 @@ def _module_class():
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             self.encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
             if layers is not None:
-                from search.finetune.reranker import keep_layers
-
                 keep_layers(self.encoder, layers)
             # scale 20 and bias -10: a cosine of 0.5 scores 0.5, and the softmax over a group
             # starts as sharp as MiniLM's own training temperature (0.05).

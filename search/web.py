@@ -93,9 +93,10 @@ def extract_links(html_text: str, base: str) -> list[str]:
 
 def html_to_document(source: str, url: str, data: bytes) -> Document:
     """Convert HTML to Markdown with markitdown's HTML converter (the one folders use)."""
-    from search.loaders import _convert, first_h1
+    from search.converted_formats import convert
+    from search.text_formats import first_h1
 
-    text, title = _convert(".html", data)
+    text, title = convert(".html", data)
     text = text.strip()
     if not text:
         raise LoadError("the page has no text")

@@ -13,7 +13,7 @@ import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
-from search.models import Hit
+from search.models import Hit, hit_text
 
 
 @dataclass(frozen=True)
@@ -99,8 +99,6 @@ Search = Callable[[str], Awaitable[list[Hit]]]
 
 
 def passage_of(hit: Hit) -> Passage:
-    from search.rerank import hit_text
-
     return Passage(hit.doc_id, hit_text(hit), hit.chunk_id)
 
 

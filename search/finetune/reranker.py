@@ -36,6 +36,9 @@ from search.finetune.loop import (
     run_steps,
     total_steps,
 )
+# keep_layers lives with the model it cuts (search.rerank_model builds models with it); it
+# is still imported from here by the test fixtures.
+from search.rerank_model import keep_layers  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -144,21 +147,3 @@ def _group_loss(model, batch: Sequence[tuple[str, list[str]]], record: list | No
     if record is not None:
         record.append((cosines.detach(), labels))
     return F.cross_entropy(table, torch.zeros(len(batch), dtype=torch.long))
-
-
-def keep_layers(hf_model, n: int) -> None:
-    """Cut the encoder down to ``n`` of its transformer layers, evenly spaced, last one kept.
-
-    Cost per pair is proportional to the layers, so 3 of MiniLM's 6 rerank twice as fast on a
-    CPU. Spacing them out (as DistilBERT's initialisation does) keeps low- and high-level
-    features both; the saved config records the new depth, so the model loads as it was trained.
-    """
-    import torch
-
-    layers = hf_model.base_model.encoder.layer
-    total = len(layers)
-    if not 1 <= n <= total:
-        raise ValueError(f"reranker layers must be between 1 and {total} for this model, not {n}")
-    picked = sorted({round((i + 1) * total / n) - 1 for i in range(n)})
-    hf_model.base_model.encoder.layer = torch.nn.ModuleList(layers[i] for i in picked)
-    hf_model.config.num_hidden_layers = n

@@ -2,75 +2,37 @@
 
 What lives on the cluster is described in ``opensearch_mapping``: an index template, versioned
 physical indexes ``PREFIX-vN`` and the alias ``PREFIX`` on one of them. The other modules:
-``opensearch_queries`` builds every request body (pure functions), ``opensearch_cluster`` sends
-the index-management requests, ``opensearch_client`` builds the client and turns its errors into
-``IndexStoreError``, ``opensearch_writers`` holds the two writers, ``opensearch_migrate`` copies
-an embedded SQLite index in.
+``opensearch_queries`` builds the search bodies and ``opensearch_records`` what is written (pure
+functions), ``opensearch_cluster`` sends the index-management requests, ``opensearch_client``
+builds the client and turns its errors into ``IndexStoreError``, ``opensearch_writers`` holds the
+two writers, ``opensearch_commit`` sends their writes, ``opensearch_migrate`` copies an embedded
+SQLite index in.
 
-How writes become visible, and what is and is not atomic
---------------------------------------------------------
-
-OpenSearch has no multi-document transactions. This backend gets as close as the engine allows,
-and is plain about the rest:
-
-``transaction()``
-    Writes are buffered on the client (in memory, spilling to a temporary file past
-    ``spool_memory_mb``), so nothing reaches the cluster before the block exits: an exception
-    inside the block, or a process killed inside it, leaves the index exactly as it was. On a
-    normal exit the commit runs, against the physical index the alias names at that moment:
-
-    0. refresh, so leftovers of a commit that died half-way are visible to step 2;
-    1. bulk-index the new chunk records of every upserted document, tagged with this commit's
-       ``write_id`` (``helpers.async_bulk``, retrying 429 rejections with exponential backoff);
-    2. delete-by-query every record of the touched documents (and of cleared sources) that this
-       commit did not write: old chunks, deleted documents;
-    3. bulk-index the document records (content hash, chunk count);
-    4. refresh.
-
-    Physical indexes are created with ``refresh_interval: -1``, so searches see the index as of
-    the last refresh: a finished commit appears at step 4, not bulk by bulk. That is not an
-    atomic snapshot: each shard refreshes on its own (a search may, for milliseconds, see one
-    shard before and another after), a replica may refresh a moment after its primary, and a
-    shard that recovers or relocates opens with everything written so far. A commit that dies
-    between steps 1 and 4 leaves its writes to appear at the next refresh; because document
-    records are written last (step 3), such a document still carries its old content hash (or
-    none), so the next indexing run rewrites it and step 2 removes the leftovers (a new document
-    that vanished from its source before that run leaves orphan chunks, until a rebuild).
-    Concurrent commits from several processes are not serialised: per document, the last commit
-    wins.
-    Within one process, commits run one at a time.
-
-``rebuild()``
-    A full rebuild writes into a new physical index that nobody reads, then moves the alias in
-    one ``_aliases`` request (remove from the old index + add to the new one), which OpenSearch
-    applies atomically. A rebuild that fails or is cancelled deletes its new index, and readers
-    never left the old one; the old index is deleted only after the swap succeeded. Commits of
-    ``transaction()`` that run during a rebuild go to the old index and are lost with it: run
-    rebuilds when no indexing is running.
+Writes: ``transaction()`` buffers them and sends them when the block exits normally;
+``rebuild()`` writes a new physical index and then moves the alias to it. OpenSearch has no
+multi-document transactions: how writes become visible, and what is and is not atomic, is told in
+``opensearch_commit``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import re
-import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import numpy as np
 
 from search.errors import IndexStoreError
+from search.index.checks import distinct_sources
 from search.index.opensearch_client import is_client_error, root_cause
 from search.index.opensearch_cluster import ClusterAccess
+from search.index.opensearch_commit import commit_transaction, rebuild_index
 from search.index.opensearch_mapping import KIND_CHUNK, KIND_DOCUMENT, IndexLayout
 from search.index.opensearch_queries import (
     bm25_body,
-    chunk_actions,
-    document_action,
     documents_body,
     hits_from_response,
     hybrid_body,
@@ -78,9 +40,7 @@ from search.index.opensearch_queries import (
     msearch_lines,
     pipeline_body,
     query_text,
-    source_records_query,
     source_stats_body,
-    stale_records_query,
     stored_document,
 )
 from search.index.opensearch_writers import (
@@ -88,14 +48,8 @@ from search.index.opensearch_writers import (
     OpenSearchRebuildWriter,
     Spool,
 )
-from search.index.checks import distinct_sources
 from search.models import Hit, SourceStats, StoredDocument
 
-logger = logging.getLogger(__name__)
-
-# Documents per delete-by-query: well under OpenSearch's 65,536-term limit, small enough that
-# one request stays short.
-_DELETE_BATCH = 1000
 _PAGE = 1000
 
 
@@ -295,7 +249,7 @@ class OpenSearchIndex(ClusterAccess):
     async def transaction(self) -> AsyncIterator[OpenSearchIndexWriter]:
         """A writer whose changes are sent, and made visible, when the block exits normally.
 
-        See the module docstring for what the commit does and which guarantees hold.
+        See ``opensearch_commit`` for what the commit does and which guarantees hold.
         """
         live = await self._live()
         spool = Spool(self.spool_memory_bytes)
@@ -306,50 +260,19 @@ class OpenSearchIndex(ClusterAccess):
             finally:
                 writer._active = False
             async with self._commit_lock:
-                await self._commit(spool)
+                await commit_transaction(self, spool)
         finally:
             spool.close()
 
-    @asynccontextmanager
-    async def rebuild(self, dim: int | None = None) -> AsyncIterator[OpenSearchRebuildWriter]:
+    def rebuild(
+        self, dim: int | None = None
+    ) -> AbstractAsyncContextManager[OpenSearchRebuildWriter]:
         """A writer into a new, empty physical index that replaces the live one on success.
 
         ``dim`` (the embedding dimension) maps the vector field up front; without it the
-        first vector decides. See the module docstring.
+        first vector decides. See ``opensearch_commit``.
         """
-        await self._put_template()
-        current = await self._alias_targets()
-        target = self.layout.physical(await self._next_version())
-        # No replicas while it is built: every bulk would be written twice for nothing.
-        body = self.layout.create_body(dim, alias=False, replicas=0)
-        await self._call(f"creating {target}", self.client.indices.create(index=target, body=body))
-        writer = OpenSearchRebuildWriter(self, target, dim)
-        try:
-            yield writer
-            await writer.flush()
-            await self._refresh(target)
-            if self.layout.replicas:
-                settings = {"index": {"number_of_replicas": self.layout.replicas}}
-                await self._call(
-                    f"setting replicas of {target}",
-                    self.client.indices.put_settings(index=target, body=settings),
-                )
-            actions: list[dict[str, Any]] = [
-                {"remove": {"index": old, "alias": self.layout.alias}} for old in current
-            ]
-            actions.append({"add": {"index": target, "alias": self.layout.alias}})
-            await self._call(
-                f"moving the alias '{self.layout.alias}' to {target}",
-                self.client.indices.update_aliases(body={"actions": actions}),
-            )
-        except BaseException:
-            writer._active = False
-            await asyncio.shield(self._drop(target))
-            raise
-        writer._active = False
-        logger.info("alias %s now on %s (was %s)", self.layout.alias, target, current)
-        for old in current:
-            await self._drop(old)
+        return rebuild_index(self, dim)
 
     async def setup(self, dim: int | None = None, *, fresh: bool = False) -> str:
         """Create (or update) the template, and the first index with the alias if missing.
@@ -395,45 +318,6 @@ class OpenSearchIndex(ClusterAccess):
             "index": live.index if live else None,
             "dimension": live.dim if live else None,
         }
-
-    # ---- commit ------------------------------------------------------------------------------
-
-    async def _commit(self, spool: Spool) -> None:
-        if spool.empty:
-            return
-        live = await self._live()
-        if live is None:
-            if not spool.upserts:
-                return  # deletes against an index that does not exist yet: nothing to do
-            live = await self._create_first(spool.dim)
-        if spool.dim is not None:
-            if live.dim is None:
-                await self._add_vector_field(live.index, spool.dim)
-            elif live.dim != spool.dim:
-                raise self._dimension_error(spool.dim, live.dim)
-        target, write_id = live.index, uuid.uuid4().hex
-        await self._refresh(target)
-
-        async def chunk_records() -> AsyncIterator[dict[str, Any]]:
-            async for document, chunks, vectors in spool.final_upserts():
-                for action in chunk_actions(target, document, chunks, vectors, write_id):
-                    yield action
-
-        await self._bulk(chunk_records(), f"writing chunks to {target}")
-        touched = list(spool.last_op)
-        for start in range(0, len(touched), _DELETE_BATCH):
-            batch = touched[start : start + _DELETE_BATCH]
-            await self._delete_by_query(target, stale_records_query(batch, write_id))
-        for source in spool.cleared:
-            await self._delete_by_query(target, source_records_query(source, write_id))
-
-        async def document_records() -> AsyncIterator[dict[str, Any]]:
-            now = time.time()
-            async for document, chunks, _ in spool.final_upserts():
-                yield document_action(target, document, len(chunks), write_id, now)
-
-        await self._bulk(document_records(), f"writing documents to {target}")
-        await self._refresh(target)
 
 
 def _query_vector(vector: np.ndarray) -> np.ndarray:

@@ -152,7 +152,7 @@ class IndexLayout:
                 "number_of_replicas": self.replicas if replicas is None else replicas,
                 # Searches see a write only after an explicit refresh, which lorebot issues at
                 # the end of a commit: readers see whole transactions, not the bulk requests
-                # of one half-way through (per shard; see the opensearch module docstring).
+                # of one half-way through (per shard; see the opensearch_commit docstring).
                 "refresh_interval": "-1",
                 "knn": True,
             },

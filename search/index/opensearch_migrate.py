@@ -20,7 +20,7 @@ import numpy as np
 
 from search.errors import IndexStoreError
 from search.index.opensearch import OpenSearchIndex
-from search.index.sqlite import SCHEMA_VERSION
+from search.index.sqlite_schema import SCHEMA_VERSION
 from search.models import Chunk, Document
 
 Progress = Callable[[int, int], None]

@@ -1,6 +1,7 @@
 """Writers of the OpenSearch backend: the buffered transaction writer and the rebuild writer.
 
-See ``search.index.opensearch`` for when their writes reach the cluster and become visible.
+See ``search.index.opensearch_commit`` for when their writes reach the cluster and become
+visible.
 """
 
 from __future__ import annotations
@@ -11,17 +12,17 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from search.errors import IndexStoreError
-from search.index.opensearch_queries import chunk_actions, doc_records_query, document_action
 from search.index.checks import validated_vectors
+# The writers need only the cluster plumbing of the index (bulk, refresh, delete-by-query,
+# mapping the vector field), so they name ClusterAccess: OpenSearchIndex imports this module.
+from search.index.opensearch_cluster import ClusterAccess
+from search.index.opensearch_records import chunk_actions, doc_records_query, document_action
 from search.models import Chunk, Document
-
-if TYPE_CHECKING:
-    from search.index.opensearch import OpenSearchIndex
 
 
 class Spool:
@@ -92,7 +93,7 @@ class Spool:
 class OpenSearchIndexWriter:
     """Buffered writes of one ``OpenSearchIndex.transaction()``; sent when it commits."""
 
-    def __init__(self, index: OpenSearchIndex, spool: Spool, live_dim: int | None) -> None:
+    def __init__(self, index: ClusterAccess, spool: Spool, live_dim: int | None) -> None:
         self._index = index
         self._spool = spool
         self._live_dim = live_dim
@@ -130,7 +131,7 @@ class OpenSearchIndexWriter:
 class OpenSearchRebuildWriter:
     """Writes of one ``OpenSearchIndex.rebuild()``: straight into the new physical index."""
 
-    def __init__(self, index: OpenSearchIndex, target: str, dim: int | None) -> None:
+    def __init__(self, index: ClusterAccess, target: str, dim: int | None) -> None:
         self._index = index
         self.target = target
         self._dim = dim

@@ -20,17 +20,19 @@ from opensearchpy.helpers import expand_action
 from search.index.opensearch_mapping import PROPERTIES, VECTOR_FIELD, IndexLayout
 from search.index.opensearch_queries import (
     bm25_body,
-    chunk_actions,
-    doc_records_query,
-    document_action,
     documents_body,
     hybrid_body,
     knn_body,
     msearch_lines,
     pipeline_body,
     query_text,
-    source_records_query,
     source_stats_body,
+)
+from search.index.opensearch_records import (
+    chunk_actions,
+    doc_records_query,
+    document_action,
+    source_records_query,
     stale_records_query,
 )
 from search.models import Chunk, Document
