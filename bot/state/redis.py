@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 import tempfile
 import time
@@ -21,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -53,12 +55,31 @@ def redis_url(settings: Settings, environ: Mapping[str, str] = os.environ) -> st
     return environ.get("REDIS_URL") or None
 
 
+# Query parameters that carry a credential (redis-py reads ``?password=`` like the userinfo).
+_SECRET_PARAMS = re.compile(r"(?i)pass|pwd|secret|token|auth|key|cred")
+
+
 def redacted(url: str) -> str:
-    """``url`` without its password, for logs and error messages."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    """``url`` without its password, for logs and error messages: the password in the
+    userinfo (or the whole userinfo when it is a bare token) and the value of every query
+    parameter that names a secret become ``***``. A URL that does not parse is hidden whole."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            user, sep, _password = userinfo.partition(":")
+            netloc = f"{user}:***@{host}" if sep else f"***@{host}"
+        query = "&".join(
+            f"{name}=***" if _SECRET_PARAMS.search(unquote(name)) else
+            (f"{name}={value}" if sep else name)
+            for name, sep, value in (p.partition("=") for p in parts.query.split("&") if p))
+        # Put back by hand: urlunsplit would turn ``unix:///path`` into ``unix:/path``.
+        head = f"{parts.scheme}://{netloc}" if "://" in url else f"{parts.scheme}:{netloc}"
+        return (head + parts.path + (f"?{query}" if query else "")
+                + (f"#{parts.fragment}" if parts.fragment else ""))
+    except ValueError:
+        return "<a Redis URL that does not parse>"
 
 
 # -- the embedded server ------------------------------------------------------------------------
