@@ -41,6 +41,9 @@ KIND_CHUNK = "chunk"
 
 VECTOR_FIELD = "vector"
 
+# k-NN engines lorebot maps its vector field with (``IndexLayout.knn_engine``).
+KNN_ENGINES = ("faiss", "lucene")
+
 # Fields a hit needs, so searches never ship vectors back.
 HIT_FIELDS = ["chunk_id", "doc_id", "source", "title", "text", "headings", "path", "url"]
 DOCUMENT_FIELDS = ["doc_id", "source", "content_hash", "path", "url"]
@@ -112,8 +115,17 @@ class IndexLayout:
     hnsw_m: int = 16
     hnsw_ef_construction: int = 128
     hnsw_ef_search: int = 100
+    # The k-NN engine of the vector field: faiss (production: native HNSW, needs the k-NN
+    # plugin's JNI libraries, which every OpenSearch distribution ships) or lucene (pure Java;
+    # what a node assembled from Maven artifacts can run, see deploy/opensearch-node). Both
+    # score an inner product the same way, so `similarity_from_score` serves both.
+    knn_engine: str = "faiss"
 
     def __post_init__(self) -> None:
+        if self.knn_engine not in KNN_ENGINES:
+            raise ValueError(
+                f"k-NN engine {self.knn_engine!r} is not one of {', '.join(KNN_ENGINES)}"
+            )
         # OpenSearch index names: lowercase, no spaces or \/*?"<>|,# and not starting with _-+.
         if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", self.prefix):
             raise ValueError(
@@ -196,21 +208,35 @@ class IndexLayout:
         }
 
     def vector_mapping(self, dim: int) -> dict[str, Any]:
-        """The ``knn_vector`` field: HNSW in faiss, inner product (vectors are normalised)."""
+        """The ``knn_vector`` field: HNSW, inner product (vectors are normalised).
+
+        faiss takes ``ef_search`` in the mapping; the lucene engine refuses it there ("Unknown
+        parameter 'ef_search'") and takes it per query instead (``knn_method_parameters``).
+        """
+        parameters: dict[str, Any] = {"m": self.hnsw_m,
+                                      "ef_construction": self.hnsw_ef_construction}
+        if self.knn_engine == "faiss":
+            parameters["ef_search"] = self.hnsw_ef_search
         return {
             "type": "knn_vector",
             "dimension": dim,
             "method": {
                 "name": "hnsw",
-                "engine": "faiss",
+                "engine": self.knn_engine,
                 "space_type": "innerproduct",
-                "parameters": {
-                    "m": self.hnsw_m,
-                    "ef_construction": self.hnsw_ef_construction,
-                    "ef_search": self.hnsw_ef_search,
-                },
+                "parameters": parameters,
             },
         }
+
+    def knn_method_parameters(self) -> dict[str, Any] | None:
+        """``method_parameters`` for a ``knn`` query clause, or None when the mapping has them.
+
+        The lucene engine reads ``ef_search`` only from the query (OpenSearch 2.16+); without
+        it Lucene searches with a candidate list of ``k``, a weaker search than faiss's.
+        """
+        if self.knn_engine == "faiss":
+            return None
+        return {"ef_search": self.hnsw_ef_search}
 
     def create_body(
         self, dim: int | None, *, alias: bool, replicas: int | None = None
@@ -233,7 +259,7 @@ class IndexLayout:
 
 
 def similarity_from_score(score: float) -> float:
-    """The inner product of query and chunk from a faiss ``innerproduct`` k-NN score.
+    """The inner product of query and chunk from an ``innerproduct`` k-NN score (faiss or lucene).
 
     OpenSearch turns an inner product ``ip`` into a positive score: ``1 + ip`` when ``ip >= 0``,
     else ``1 / (1 - ip)``; this inverts it, so hits carry the cosine similarity (vectors are

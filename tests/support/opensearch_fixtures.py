@@ -5,6 +5,9 @@
   tests never see each other's indexes. It implements templates, aliases, ``_msearch``, the
   analyzers lorebot uses and aggregations, but rejects k-NN queries and has no search pipelines.
 * ``real_cluster_url``: ``OPENSEARCH_URL`` when set (tests marked ``opensearch``), else skip.
+  ``OPENSEARCH_KNN_ENGINE`` (default ``faiss``, as in production) is the k-NN engine the test
+  indexes map their vectors with: ``lucene`` on the Maven-assembled node of
+  ``deploy/opensearch-node``, which has no faiss JNI libraries.
 
 ``spec_checked_client(url, validator)`` builds an ``AsyncOpenSearch`` whose transport validates
 each request (method, path, query parameters, body) with a ``RequestValidator`` before sending
@@ -96,6 +99,11 @@ def osmem_url(osmem) -> Iterator[str]:
         clone.close()
 
 
+def knn_engine_for_tests() -> str:
+    """The k-NN engine of test indexes: ``OPENSEARCH_KNN_ENGINE``, else faiss (production's)."""
+    return os.environ.get("OPENSEARCH_KNN_ENGINE") or "faiss"
+
+
 @pytest.fixture
 def real_cluster_url() -> str:
     """``OPENSEARCH_URL`` (a real cluster, e.g. from ``deploy/docker-compose.yml``), or skip."""
@@ -123,7 +131,8 @@ async def open_test_index(spec_validator) -> AsyncIterator[Any]:
 
     async def factory(url: str, **options: Any) -> OpenSearchIndex:
         prefix = options.pop("prefix", f"lorebot-test-{uuid.uuid4().hex[:10]}")
-        layout = options.pop("layout", None) or IndexLayout(prefix=prefix, replicas=0)
+        layout = options.pop("layout", None) or IndexLayout(
+            prefix=prefix, replicas=0, knn_engine=knn_engine_for_tests())
         client = spec_checked_client(
             url, spec_validator, intercept=options.pop("intercept", None),
             **options.pop("client_options", {}),
