@@ -34,7 +34,7 @@ class Worker:
     def __init__(self, queue: JobQueue, registry: SourceRegistry, run_job: RunJob, *,
                  notifier: Notifier | None = None, worker_id: str | None = None,
                  poll_s: float = 0.2, progress_interval_s: float = 2.0,
-                 schedule_every_s: float = 30.0,
+                 schedule_every_s: float = 30.0, max_backoff_s: float = 30.0,
                  run_training: RunTraining | None = None) -> None:
         self.queue = queue
         self.registry = registry
@@ -45,11 +45,19 @@ class Worker:
         self.poll_s = poll_s
         self.progress_interval_s = progress_interval_s
         self.schedule_every_s = schedule_every_s
+        self.max_backoff_s = max_backoff_s
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Work until ``stop`` is set (a job in flight is finished first)."""
+        """Work until ``stop`` is set (a job in flight is finished first).
+
+        While the queue cannot be reached (Redis down), the worker waits longer after each
+        failed try, doubling from ``poll_s`` up to ``max_backoff_s``, and logs the outage once
+        when it starts and once when it ends, not on every try.
+        """
         logger.info("Worker %s started", self.id)
         last_recovery = last_schedule = 0.0
+        down_since: float | None = None
+        failures = 0
         while not stop.is_set():
             try:
                 await self.queue.heartbeat(self.id)
@@ -60,14 +68,33 @@ class Worker:
                     await self.schedule()
                     last_schedule = time.monotonic()
                 job = await self.queue.claim(self.id)
-            except Exception:  # noqa: BLE001 - Redis down: keep trying, do not die
-                logger.exception("Worker %s cannot reach the queue", self.id)
-                job = None
+            except Exception as exc:  # noqa: BLE001 - Redis down: keep trying, do not die
+                failures += 1
+                if down_since is None:
+                    down_since = time.monotonic()
+                    logger.error("Worker %s cannot reach the queue (%s: %s); retrying with "
+                                 "backoff up to %.0f s", self.id, type(exc).__name__,
+                                 " ".join(str(exc).split())[:300], self.max_backoff_s)
+                    logger.debug("Queue failure", exc_info=True)
+                await self._sleep(stop, self.backoff(failures))
+                continue
+            if down_since is not None:
+                logger.warning("Worker %s reaches the queue again after %.0f s", self.id,
+                               time.monotonic() - down_since)
+                down_since, failures = None, 0
             if job is None:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.poll_s)
+                await self._sleep(stop, self.poll_s)
                 continue
             await self.process(job)
+
+    def backoff(self, failures: int) -> float:
+        """The wait after the ``failures``-th failed try in a row: exponential, capped."""
+        return min(self.max_backoff_s, self.poll_s * 2 ** min(failures, 30))
+
+    @staticmethod
+    async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
 
     async def schedule(self) -> list[str]:
         """Queue the sources whose refresh interval has passed since their last run (every
@@ -141,6 +168,7 @@ class Worker:
     async def _keep_alive(self, lock: str, state: dict) -> None:
         renew_every = self.queue.lock_ttl_ms / 3000
         last_renew = last_progress = time.monotonic()
+        failing = False  # logged once when renewing starts failing and once when it recovers
         while True:
             await asyncio.sleep(min(renew_every, self.progress_interval_s, 0.5))
             now = time.monotonic()
@@ -156,8 +184,16 @@ class Worker:
                     await self._notify(state["job"])
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - a missed heartbeat or update is not fatal
-                logger.warning("Worker %s: renewing or reporting failed", self.id, exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - a missed heartbeat or update is not fatal
+                if not failing:
+                    failing = True
+                    logger.warning("Worker %s: renewing the lock or saving progress failed "
+                                   "(%s: %s); retrying", self.id, type(exc).__name__,
+                                   " ".join(str(exc).split())[:300])
+                continue
+            if failing:
+                failing = False
+                logger.warning("Worker %s: renewing the lock works again", self.id)
 
     async def _notify(self, job: Job) -> None:
         try:
