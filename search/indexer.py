@@ -8,16 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from search.embedding import Embedder
 from search.index.base import IndexWriter, SearchIndex
 from search.models import Chunk, Document, IndexSummary, LoadFailure
+from search.source_scope import (
+    check_paths,
+    in_scope,
+    local_path,
+    norm_path,
+    rebased_id,
+    source_roots,
+)
 from search.text import content_hash
 
 Progress = Callable[[int, int | None], None]
@@ -84,20 +92,38 @@ class Indexer:
         total: int | None = None,
         on_progress: Progress | None = None,
         remove_missing: bool = True,
+        paths: Sequence[str | os.PathLike] | None = None,
+        prune: bool = False,
     ) -> IndexSummary:
         """Bring ``source`` in the index in line with ``items``; returns what changed.
 
-        Documents of ``source`` that are no longer among ``items`` are removed when
-        ``remove_missing``; a document that failed to load keeps its previous indexed version.
+        Without ``paths``, ``items`` are the whole source: documents of ``source`` that are no
+        longer among them are removed when ``remove_missing``. With ``paths`` (the files and
+        folders ``items`` were read from), only documents under those paths whose files are gone
+        are removed; ``prune`` removes every other document of the source too. Then a path
+        another source holds, or a folder that is not this source's, is refused with a
+        `SourceError` before anything is written. A document that failed to load keeps its
+        previous indexed version.
         """
         started = time.perf_counter()
         stored = await self.index.documents(source)
+        scope = [p for p in (norm_path(p) for p in paths or ()) if p] if paths else None
+        roots: set[str] = set()
+        if scope is not None:
+            docs_by_source: dict[str, dict] = {}
+            for doc in (await self.index.documents()).values():
+                docs_by_source.setdefault(doc.source, {})[doc.doc_id] = doc
+            by_source = {name: source_roots(name, docs) for name, docs in docs_by_source.items()}
+            check_paths(source, scope, by_source)
+            roots = by_source.get(source, set())
+        by_path = {local_path(d): doc_id for doc_id, d in stored.items() if local_path(d)}
         # One fingerprint for the whole run, to compare and to write: a file's hashes all name
         # one model.
         fingerprint = await self._run_fingerprint()
         counts = {"added": 0, "updated": 0, "unchanged": 0, "chunks": 0}
         failed: list[LoadFailure] = []
         seen: set[str] = set()
+        seen_paths: dict[str, str | None] = {}
         done = 0
 
         def progressed() -> None:
@@ -115,7 +141,7 @@ class Indexer:
             batch = _Batch()
             while True:
                 step = await asyncio.to_thread(self._next_prepared, iterator, stored,
-                                               fingerprint)
+                                               fingerprint, source, by_path, roots)
                 if step is None:
                     break
                 item, chunks = step
@@ -123,7 +149,16 @@ class Indexer:
                     failed.append(item)
                     progressed()
                     continue
+                if item.doc_id in seen_paths and seen_paths[item.doc_id] != item.path:
+                    # Two folders of one source with the same relative path would share an id
+                    # and overwrite each other.
+                    failed.append(LoadFailure(item.path or item.doc_id, (
+                        f"same relative path as {seen_paths[item.doc_id]} in another folder of "
+                        f"source '{source}'; index the folders as separate sources")))
+                    progressed()
+                    continue
                 seen.add(item.doc_id)
+                seen_paths[item.doc_id] = item.path
                 if chunks is None:  # unchanged
                     counts["unchanged"] += 1
                     progressed()
@@ -168,11 +203,14 @@ class Indexer:
             if remove_missing:
                 # A file that exists but failed to load keeps its previous version: nothing
                 # already indexed is lost to a transient or partial corruption.
-                failed_paths = {_norm(f.path) for f in failed}
+                failed_paths = {norm_path(f.path) for f in failed}
                 for doc_id, doc in stored.items():
-                    if doc_id not in seen and _norm(doc.path) not in failed_paths:
-                        await writer.delete(doc_id)
-                        removed += 1
+                    if doc_id in seen or norm_path(doc.path) in failed_paths:
+                        continue
+                    if scope is not None and not prune and not _gone_under(doc, scope):
+                        continue  # outside the indexed paths, or still there: not ours to drop
+                    await writer.delete(doc_id)
+                    removed += 1
         return IndexSummary(
             added=counts["added"],
             updated=counts["updated"],
@@ -183,16 +221,46 @@ class Indexer:
             failed=tuple(failed),
         )
 
-    def _next_prepared(self, iterator: Iterator, stored: dict, fingerprint: str):
+    def _next_prepared(self, iterator: Iterator, stored: dict, fingerprint: str, source: str,
+                       by_path: dict, roots: set[str]):
         """Next item with its chunks: None for an unchanged document; runs on a worker thread."""
         item = next(iterator, None)
         if item is None or isinstance(item, LoadFailure):
             return None if item is None else (item, None)
+        item = _keyed_by_path(item, source, by_path, roots)
         previous = stored.get(item.doc_id)
         if previous is not None and previous.content_hash == self.stored_hash(item, fingerprint):
             return item, None
-        return item, self.chunker.chunk(item)
+        chunks = self.chunker.chunk(item)
+        if not chunks and item.text.strip():
+            chunks = _heading_chunk(item)
+        return item, chunks
 
 
-def _norm(path: str | None) -> str | None:
-    return str(Path(path).resolve()) if path else None
+def _keyed_by_path(doc: Document, source: str, by_path: dict, roots: set[str]) -> Document:
+    """The document under the id its file already has in the source, whichever folder of the
+    source it was read from this time (``index kb/sub/a.md`` after ``index kb``)."""
+    path = norm_path(doc.path) if doc.url is None else None
+    if path is None:
+        return doc
+    doc_id = by_path.get(path) or rebased_id(source, path, roots)
+    return doc if doc_id in (None, doc.doc_id) else dataclasses.replace(doc, doc_id=doc_id)
+
+
+def _heading_chunk(doc: Document) -> list[Chunk]:
+    """A document that is only headings (a stub page) is still findable by them: the chunker
+    leaves heading lines out of the body, so its headings become its one chunk."""
+    from search.chunking import clean_heading, iter_headings
+
+    names = [name for _, name, _, _ in iter_headings(doc.text) if name]
+    text = " — ".join(dict.fromkeys(names)) or clean_heading(doc.text)[:1000]
+    if not text:
+        return []
+    return [Chunk(chunk_id=f"{doc.doc_id}:0", doc_id=doc.doc_id, ordinal=0, text=text,
+                  title=doc.title, headings=())]
+
+
+def _gone_under(doc, scope: list[str]) -> bool:
+    """Whether a stored document lies under the indexed paths and its file no longer exists."""
+    path = local_path(doc)
+    return path is not None and in_scope(path, scope) and not os.path.lexists(path)

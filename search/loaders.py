@@ -12,6 +12,7 @@ The names of those modules that callers use are importable from here too, as bef
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -85,6 +86,7 @@ def load_file(path: Path, *, root: Path, source: str, max_bytes: int) -> Documen
     """
     path = Path(path)
     ext = path.suffix.lower()
+    check_name(path)
     check_type(path)
     try:
         stat = path.stat()
@@ -93,6 +95,9 @@ def load_file(path: Path, *, root: Path, source: str, max_bytes: int) -> Documen
             raise LoadError("broken symbolic link; fix or delete it") from exc
         raise LoadError("file disappeared while indexing; run the reindex again") from exc
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LoadError("symbolic link loop (the link points back at itself); fix or "
+                            "delete it") from exc
         raise LoadError(f"cannot read the file ({exc.strerror}); check its permissions") from exc
     if not S_ISREG(stat.st_mode):
         # A named pipe or device would block or never end; only regular files are documents.
@@ -142,8 +147,29 @@ def iter_documents(
         try:
             yield load_file(file, root=root, source=source, max_bytes=max_bytes)
         except LoadError as exc:
-            yield LoadFailure(path=str(file), reason=str(exc))
+            yield LoadFailure(path=shown_path(file), reason=str(exc))
         except Exception as exc:  # a bug here must not abort a whole indexing run
-            log.exception("unexpected error loading %s", file)
-            yield LoadFailure(path=str(file), reason=f"unexpected error: {exc!r}")
+            log.exception("unexpected error loading %s", shown_path(file))
+            yield LoadFailure(path=shown_path(file), reason=f"unexpected error: {exc!r}")
+
+
+def check_name(path: Path) -> None:
+    """Refuse a file whose name is not valid UTF-8: it could be neither stored nor shown (Python
+    keeps the bad bytes as lone surrogates, which no UTF-8 writer accepts)."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LoadError(
+            f"the file name is not valid UTF-8 (shown as {shown_path(path.name)!r}); rename it"
+        ) from exc
+
+
+def shown_path(path: Path | str) -> str:
+    """A path fit to print and store: bytes of a name that are not UTF-8 become U+FFFD."""
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "replace")
 

@@ -19,6 +19,7 @@ def _services(settings: Settings | None = None, **kw):
 
 
 async def index_paths(services, paths, *, source: str | None, include=None, exclude=None,
+                      prune: bool = False,
                       show_progress: bool = False):
     """Index files and folders as one source; returns the summary."""
     from search.loaders import DEFAULT_EXCLUDES, discover, iter_documents
@@ -28,7 +29,8 @@ async def index_paths(services, paths, *, source: str | None, include=None, excl
     max_bytes = int(services.settings.search.max_file_mb * 1024 * 1024)
     items = iter_documents(files, source=name, max_bytes=max_bytes)
     if not show_progress:
-        return await services.indexer.index_documents(name, items, total=len(files))
+        return await services.indexer.index_documents(name, items, total=len(files), paths=paths,
+                                                     prune=prune)
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -43,7 +45,7 @@ async def index_paths(services, paths, *, source: str | None, include=None, excl
     ) as bar:
         task = bar.add_task("index", total=len(files))
         return await services.indexer.index_documents(
-            name, items, total=len(files), on_progress=lambda done, _t: bar.update(task, completed=done)
+            name, items, total=len(files), paths=paths, prune=prune, on_progress=lambda done, _t: bar.update(task, completed=done)
         )
 
 
@@ -56,6 +58,7 @@ async def cmd_index(args) -> int:
     async with _services(with_llm=False) as services:
         summary = await index_paths(
             services, args.paths, source=args.source, include=args.include, exclude=args.exclude,
+            prune=args.prune,
             show_progress=not args.json and sys.stderr.isatty(),
         )
     if args.json:
