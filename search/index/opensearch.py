@@ -133,7 +133,7 @@ class OpenSearchIndex(ClusterAccess):
         sources = distinct_sources(sources)
         if k <= 0 or (sources is not None and not sources):
             return []
-        body = knn_body(query, k, sources)
+        body = knn_body(query, k, sources, self.layout.knn_method_parameters())
         return hits_from_response(await self._search(body, "searching (k-NN)"), knn=True)
 
     async def hybrid_candidates(
@@ -154,7 +154,7 @@ class OpenSearchIndex(ClusterAccess):
         lines = msearch_lines(
             self.layout.alias,
             bm25_body(text, k, sources, weights=self.weights),
-            knn_body(vec, k, sources),
+            knn_body(vec, k, sources, self.layout.knn_method_parameters()),
         )
         action = "searching (BM25 and k-NN)"
         response = await self._call(action, self.client.msearch(body=lines))
@@ -196,7 +196,10 @@ class OpenSearchIndex(ClusterAccess):
             return []
         if text is None:
             return await self.knn(vec, k, sources)
-        body = hybrid_body(text, vec, k, sources, weights=self.weights)
+        body = hybrid_body(
+            text, vec, k, sources, weights=self.weights,
+            method_parameters=self.layout.knn_method_parameters(),
+        )
         action = "searching (server-side hybrid)"
         try:
             response = await self.client.search(

@@ -134,8 +134,14 @@ def bm25_body(
     }
 
 
-def knn_body(vector: np.ndarray, k: int, sources: Sequence[str] | None) -> dict[str, Any]:
+def knn_body(
+    vector: np.ndarray, k: int, sources: Sequence[str] | None,
+    method_parameters: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """An approximate k-NN search on the HNSW graph.
+
+    ``method_parameters`` (``IndexLayout.knn_method_parameters()``) carries ``ef_search`` for
+    the lucene engine, which reads it only from the query; faiss has it in the mapping.
 
     A source filter goes inside the ``knn`` clause: faiss then applies it while it walks the
     graph (efficient filtering, OpenSearch 2.9+), so ``k`` hits come back even when the source
@@ -145,6 +151,8 @@ def knn_body(vector: np.ndarray, k: int, sources: Sequence[str] | None) -> dict[
     clause: dict[str, Any] = {"vector": [float(x) for x in vector], "k": k}
     if sources is not None:
         clause["filter"] = {"bool": {"filter": _chunk_filter(sources)}}
+    if method_parameters:
+        clause["method_parameters"] = dict(method_parameters)
     return {
         "size": k,
         "_source": {"includes": HIT_FIELDS},
@@ -160,6 +168,7 @@ def hybrid_body(
     sources: Sequence[str] | None,
     *,
     weights: tuple[float, float, float] = (2.0, 1.5, 1.0),
+    method_parameters: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """OpenSearch's server-side ``hybrid`` query: the BM25 and k-NN queries above as its two
     sub-queries, combined by the search pipeline named in the request (see ``pipeline_body``)."""
@@ -170,7 +179,7 @@ def hybrid_body(
             "hybrid": {
                 "queries": [
                     bm25_body(text, k, sources, weights=weights)["query"],
-                    knn_body(vector, k, sources)["query"],
+                    knn_body(vector, k, sources, method_parameters)["query"],
                 ]
             }
         },
