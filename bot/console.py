@@ -5,8 +5,10 @@ importing the command line. Imports nothing of lorebot."""
 from __future__ import annotations
 
 import json
+from typing import Self
 
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
+PROGRESS_EVERY_S = 10.0  # not on a terminal, long runs print one progress line this often
 
 
 class CliError(Exception):
@@ -15,3 +17,159 @@ class CliError(Exception):
 
 def print_json(obj) -> None:
     print(json.dumps(obj, ensure_ascii=False, indent=2))
+
+
+def print_error(message: str, *, as_json: bool = False) -> None:
+    """One line on stderr, ``lorebot: error: …``; with ``as_json`` also ``{"error": …}`` on stdout
+    (a script reading JSON gets JSON even when the command fails)."""
+    import sys
+
+    for line in message.splitlines() or [""]:
+        print(f"lorebot: error: {line}", file=sys.stderr)
+    if as_json:
+        print_json({"error": message})
+
+
+def about(seconds: float) -> str:
+    """A rough duration for people: "about 40 s", "about 12 min", "about 1.5 h"."""
+    if seconds < 90:
+        return f"about {max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"about {round(seconds / 60)} min"
+    return f"about {seconds / 3600:.1f} h"
+
+
+class IndexProgress:
+    """Follows an index run as it does the work: documents read (the indexer's ``on_progress``)
+    and chunks embedded (:meth:`follow` wraps the indexer's embedder), with the embedding rate
+    and an estimate of the time left. On a terminal one live line; elsewhere (logs, CI) a plain
+    line every ``every_s`` seconds and one at the end."""
+
+    def __init__(self, label: str, total: int | None, *, tty: bool, every_s: float | None = None,
+                 stream=None, clock=None) -> None:
+        import sys
+        import time
+
+        self.label, self.total, self.tty = label, total, tty
+        self.every_s = PROGRESS_EVERY_S if every_s is None else every_s
+        self.stream = stream or sys.stderr
+        self.clock = clock or time.monotonic
+        self.read = 0  # documents read (loaded, compared, chunked)
+        self.started = 0  # chunks handed to the embedder
+        self.read_at_start = 0  # documents read when the last embedding batch started
+        self.embedded = 0
+        self.first_batch: float | None = None
+        self._printed = self.clock()
+        self._lines = 0  # lines printed (not on a terminal)
+        self._bar = self._task = None
+
+    # -- callbacks ------------------------------------------------------------------------------
+
+    def on_progress(self, done: int, total: int | None = None) -> None:
+        self.read = done
+        if total is not None:
+            self.total = total
+        self._show()
+
+    def batch_started(self, n: int) -> None:
+        if self.first_batch is None:
+            self.first_batch = self.clock()
+        self.started += n
+        self.read_at_start = self.read
+        self._show()
+
+    def batch_done(self, n: int) -> None:
+        self.embedded += n
+        self._show()
+
+    def follow(self, indexer):
+        """A context manager: while it is open, the indexer's embedder reports its batches here."""
+        import contextlib
+
+        target = getattr(indexer, "inner", indexer)  # bot.runtime.reload.LiveIndexer wraps it
+
+        @contextlib.contextmanager
+        def following():
+            inner = target.embedder
+            target.embedder = _ReportingEmbedder(inner, self)
+            try:
+                yield self
+            finally:
+                target.embedder = inner
+
+        return following()
+
+    # -- what is shown --------------------------------------------------------------------------
+
+    def rate(self) -> float | None:
+        if self.first_batch is None or not self.embedded:
+            return None
+        seconds = self.clock() - self.first_batch
+        return self.embedded / seconds if seconds > 0 else None
+
+    def seconds_left(self) -> float | None:
+        rate = self.rate()
+        if rate is None or not self.total or not self.read_at_start:
+            return None
+        # Chunks per document so far, times the documents not read yet, plus the chunks queued.
+        expected = self.started / self.read_at_start * self.total
+        return max(0.0, expected - self.embedded) / rate
+
+    def status(self) -> str:
+        total = f"/{self.total}" if self.total else ""
+        parts = [f"{self.label}: {self.read}{total} documents read",
+                 f"{self.embedded} chunks embedded"]
+        if (rate := self.rate()) is not None:
+            parts.append(f"{rate:.0f} chunks/s")
+        if (left := self.seconds_left()) is not None and (self.embedded < self.started
+                                                          or self.read < (self.total or 0)):
+            parts.append(f"{about(left)} left")
+        return ", ".join(parts)
+
+    def _show(self, force: bool = False) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, status=self.status())
+        elif not self.tty and (force or self.clock() - self._printed >= self.every_s):
+            self._printed = self.clock()
+            self._lines += 1
+            print(self.status(), file=self.stream, flush=True)
+
+    def __enter__(self) -> Self:
+        if self.tty:
+            from rich.progress import (
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._bar = Progress(SpinnerColumn(), TextColumn("{task.fields[status]}"),
+                                 TimeElapsedColumn(), transient=True)
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.label, total=None, status=self.status())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            bar, self._bar = self._bar, None
+            bar.__exit__(*exc)
+        elif exc[0] is None and self._lines:  # a long run ends with where it got to
+            self._show(force=True)
+
+
+class _ReportingEmbedder:
+    """An embedder that tells an :class:`IndexProgress` about every batch of documents."""
+
+    def __init__(self, inner, progress: IndexProgress) -> None:
+        self.inner, self._progress = inner, progress
+
+    def __getattr__(self, name):
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    async def embed_documents(self, texts):
+        self._progress.batch_started(len(texts))
+        vectors = await self.inner.embed_documents(texts)
+        self._progress.batch_done(len(texts))
+        return vectors

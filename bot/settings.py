@@ -1,16 +1,43 @@
 """All configuration, read once from the environment and `.env` (prefix ``LOREBOT_``).
 
 Nested groups use a double underscore: ``LOREBOT_SEARCH__RRF_K=60``. Only ``bot/`` reads the
-environment; ``search/`` receives plain values.
+environment; ``search/`` receives plain values. ``.env`` is read from the current folder.
+
+A ``LOREBOT_`` name that is no setting (a typo) and a value a setting does not allow are both a
+:class:`SettingsError`: one line per problem naming the variable, where it came from (the
+environment or a ``.env`` line) and what is allowed.
+
+The data dir: ``LOREBOT_DATA_DIR`` when set, else the nearest ``.lorebot`` folder in the current
+folder or above it (as git finds ``.git``), else the per-user data dir (``$XDG_DATA_HOME/lorebot``,
+by default ``~/.local/share/lorebot``). It never depends on where a command happens to run.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings.sources import ENV_FILE_SENTINEL
+
+from bot.settings_sources import (  # noqa: F401 - SettingsError and the helpers are used from here
+    SettingsError,
+    describe_errors,
+    locate_data_dir,
+    read_dotenv,
+    setting_names,
+    unknown_names,
+    user_data_dir,
+)
 
 SearchMode = Literal["bm25", "dense", "hybrid", "rerank"]
 
@@ -269,7 +296,10 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    data_dir: Path = Field(Path(".lorebot"), description="Everything lorebot writes lives here.")
+    data_dir: Path | None = Field(
+        None, description="Everything lorebot writes lives here. Unset: the nearest `.lorebot` "
+        "in the current folder or above, else the per-user data dir (see locate_data_dir)."
+    )
     search: SearchSettings = SearchSettings()
     llm: LLMSettings = LLMSettings()
     answer: AnswerSettings = AnswerSettings()
@@ -278,6 +308,33 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     finetune: FinetuneSettings = FinetuneSettings()
     sources: SourcesSettings = SourcesSettings()
+
+    _data_dir_origin: str = PrivateAttr("LOREBOT_DATA_DIR")
+
+    def __init__(self, **values) -> None:
+        env_file = values.get("_env_file", ENV_FILE_SENTINEL)
+        if env_file is ENV_FILE_SENTINEL:
+            env_file = self.model_config.get("env_file")
+        dotenv = read_dotenv(env_file)
+        problems = unknown_names(setting_names(type(self)), os.environ, dotenv)
+        if problems:
+            raise SettingsError(problems)
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise SettingsError(describe_errors(exc, os.environ, dotenv)) from None
+
+    def model_post_init(self, context: object, /) -> None:
+        if self.data_dir is None:
+            self.data_dir, self._data_dir_origin = locate_data_dir()
+        else:
+            self.data_dir = self.data_dir.expanduser().absolute()
+
+    @property
+    def data_dir_origin(self) -> str:
+        """How the data dir was chosen, for messages: "LOREBOT_DATA_DIR", "found in …" or
+        "the per-user data dir"."""
+        return self._data_dir_origin
 
     @property
     def index_path(self) -> Path:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from pathlib import Path
 
-from bot.console import EXIT_OK, EXIT_PARTIAL, CliError, print_json
+from bot.console import EXIT_OK, EXIT_PARTIAL, CliError, IndexProgress, print_json
 from bot.settings import Settings
 
 DOCS_DIR = Path(__file__).resolve().parents[2] / "docs"
@@ -20,33 +21,46 @@ def _services(settings: Settings | None = None, **kw):
 
 async def index_paths(services, paths, *, source: str | None, include=None, exclude=None,
                       prune: bool = False,
-                      show_progress: bool = False):
-    """Index files and folders as one source; returns the summary."""
+                      show_progress: bool | None = False):
+    """Index files and folders as one source; returns the summary.
+
+    ``show_progress``: True, a live line on the terminal; None, a plain progress line every
+    few seconds (logs, CI); False, nothing. Interrupted (Ctrl-C), it says whether the index was
+    left unchanged (it always is unless the interrupt came during the commit) and re-raises.
+    """
     from search.loaders import DEFAULT_EXCLUDES, discover, iter_documents
 
     name = source or _default_source_name(paths[0])
     files = discover(paths, include=include or ("**/*",), exclude=(*DEFAULT_EXCLUDES, *(exclude or ())))
     max_bytes = int(services.settings.search.max_file_mb * 1024 * 1024)
     items = iter_documents(files, source=name, max_bytes=max_bytes)
-    if not show_progress:
-        return await services.indexer.index_documents(name, items, total=len(files), paths=paths,
+    before = await _index_version(services)
+    try:
+        if show_progress is False:
+            return await services.indexer.index_documents(name, items, total=len(files), paths=paths,
                                                      prune=prune)
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+        progress = IndexProgress(f"indexing {name}", len(files), tty=bool(show_progress))
+        with progress, progress.follow(services.indexer):
+            return await services.indexer.index_documents(
+                name, items, total=len(files), paths=paths, prune=prune, on_progress=progress.on_progress)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        after = await _index_version(services)
+        if before is not None and after != before:
+            print("Interrupted while the index was being written; the run was committed.",
+                  file=sys.stderr)
+        else:
+            print("Interrupted: nothing was written, the index is unchanged.", file=sys.stderr)
+        raise
 
-    with Progress(
-        TextColumn(f"indexing {name}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        transient=True,
-    ) as bar:
-        task = bar.add_task("index", total=len(files))
-        return await services.indexer.index_documents(
-            name, items, total=len(files), paths=paths, prune=prune, on_progress=lambda done, _t: bar.update(task, completed=done)
-        )
+
+async def _index_version(services) -> int | None:
+    version = getattr(services.index, "version", None)
+    if version is None:
+        return None
+    try:
+        return await version()
+    except Exception:  # noqa: BLE001 - only used to word a message
+        return None
 
 
 def _default_source_name(path: Path) -> str:
@@ -59,8 +73,12 @@ async def cmd_index(args) -> int:
         summary = await index_paths(
             services, args.paths, source=args.source, include=args.include, exclude=args.exclude,
             prune=args.prune,
-            show_progress=not args.json and sys.stderr.isatty(),
+            show_progress=True if not args.json and sys.stderr.isatty() else None,
         )
+    from bot.cli.register import register_indexed
+
+    await register_indexed(services.settings, args.source or _default_source_name(args.paths[0]),
+                           args.paths[0].expanduser().resolve())
     if args.json:
         print_json(summary.as_dict())
     else:
@@ -79,9 +97,12 @@ def _print_summary(summary) -> None:
 
 
 async def cmd_search(args) -> int:
-    from bot.answer.pipeline import snippet
-
+    _require_text(args.query, "query", 'lorebot search "hotel costs"')
     async with _services(with_llm=False) as services:
+        if args.mode == "rerank" and services.reranker is None:
+            raise CliError("search mode 'rerank' needs a reranker: set "
+                           "LOREBOT_SEARCH__RERANKER_MODEL or promote one with `lorebot finetune`")
+        await _require_content(services, args.sources)
         hits = await services.retriever.search(args.query, mode=args.mode, k=args.k, sources=args.sources)
     if args.json:
         print_json([
@@ -90,8 +111,10 @@ async def cmd_search(args) -> int:
             for h in hits
         ])
         return EXIT_OK
+    from bot.answer.pipeline import snippet
+
     if not hits:
-        print("No matching passages. Is anything indexed? Try `lorebot sources`.")
+        print("No matching passages.")
     for rank, h in enumerate(hits, 1):
         heading = " > ".join(h.headings)
         print(f"{rank}. {h.title}{' > ' + heading if heading else ''}  ({h.score:.4f})")
@@ -101,7 +124,9 @@ async def cmd_search(args) -> int:
 
 
 async def cmd_ask(args) -> int:
+    _require_text(args.question, "question", 'lorebot ask "How do I add my documents?"')
     async with _services() as services:
+        await _require_content(services)
         answer = await services.pipeline.answer(args.question)
     if args.json:
         print_json(answer_json(answer))
@@ -173,9 +198,30 @@ async def cmd_chat(args) -> int:
     return EXIT_OK
 
 
-async def _require_content(services) -> None:
-    if not await services.index.source_stats():
-        raise CliError("the knowledge base is empty: index something first, e.g. `lorebot index docs/`")
+def _require_text(text: str, what: str, example: str) -> None:
+    if not text.strip():
+        raise CliError(f"the {what} is empty; for example: {example}")
+
+
+def index_location(settings) -> str:
+    """Where the knowledge base lives, and why there, for messages."""
+    if settings.search.backend == "opensearch":
+        return f"the OpenSearch index {settings.opensearch.index_prefix} at {settings.opensearch.url}"
+    how = ("set by LOREBOT_DATA_DIR" if settings.data_dir_origin == "LOREBOT_DATA_DIR"
+           else settings.data_dir_origin)
+    return f"{settings.index_path} ({how})"
+
+
+async def _require_content(services, sources=None) -> None:
+    stats = await services.index.source_stats()
+    if not stats:
+        raise CliError(
+            f"the knowledge base in {index_location(services.settings)} is empty: index your "
+            "documents with `lorebot index PATH`, or try the sample with `lorebot demo`"
+        )
+    known = {s.source for s in stats}
+    if missing := [name for name in sources or () if name not in known]:
+        raise CliError(f"no such source: {', '.join(missing)} (indexed: {', '.join(sorted(known))})")
 
 
 def _iso(ts: float | None) -> str | None:
@@ -184,18 +230,35 @@ def _iso(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
+def demo_settings(settings: Settings) -> Settings:
+    """The demo's settings: the embedded backend, whatever the knowledge base uses."""
+    return settings.model_copy(update={
+        "search": settings.search.model_copy(update={"backend": "sqlite"})})
+
+
+def demo_index_path(settings: Settings) -> Path:
+    """The demo's own index: the sample docs never enter the user's knowledge base."""
+    return settings.data_dir / "demo" / "index.sqlite3"
+
+
 async def cmd_demo(args) -> int:
-    """The README's run command with no credentials: index the sample KB, then chat or answer."""
+    """The README's run command with no credentials: index the sample KB into the demo's own
+    index (never the user's knowledge base), then chat or answer."""
     path = args.path or DOCS_DIR
     if not path.exists():
         raise CliError(f"sample knowledge base {path} not found; pass --path DIR")
-    async with _services() as services:
+    settings = demo_settings(Settings())
+    demo_index = demo_index_path(settings)
+    async with _services(settings, index_path=demo_index) as services:
         interactive = sys.stdin.isatty()
-        print(f"Indexing the sample knowledge base in {path} …", file=sys.stderr)
-        summary = await index_paths(services, [path], source="sample", show_progress=sys.stderr.isatty())
+        print(f"Indexing the sample knowledge base in {path} into the demo index {demo_index} "
+              "(your own knowledge base is not touched) …", file=sys.stderr)
+        summary = await index_paths(services, [path], source="sample",
+                                    show_progress=True if sys.stderr.isatty() else None)
         _print_summary(summary)
         mode = "an LLM" if services.llm else "extractive answers (no LLM configured)"
-        print(f"Answering with {mode}.\n")
+        print(f"Answering with {mode}. Your own documents: `lorebot index PATH`, then "
+              "`lorebot chat`.\n")
         if interactive:
             await chat(services)
         else:

@@ -4,8 +4,10 @@
   public URL for it. Needs the bot token and the signing secret.
 - ``socket`` runs it in Socket Mode (no public URL). Needs the bot token and the app token.
 - ``run`` (what ``make run`` calls) picks: Socket Mode when an app token is set, HTTP when a
-  signing secret is, else the terminal demo. On an empty knowledge base it first indexes the
-  sample docs, so a fresh install has something to answer from.
+  signing secret is, else (no bot token) the terminal demo, which has an index of its own and
+  never touches the knowledge base. The Slack bot on a brand-new, empty knowledge base indexes
+  the sample docs once, so a fresh install has something to answer from; removed, they stay
+  removed.
 
 Start-up loads the models (``warm_up``), opens Redis (the embedded Valkey unless a URL is set)
 and checks the token with ``auth.test`` before anything is served; SIGINT/SIGTERM stop taking
@@ -92,7 +94,10 @@ async def cmd_run(args) -> int:
     settings = Settings()
     mode = slack_mode(settings)
     if mode is None:
-        print("No Slack credentials in .env: running the terminal demo.", file=sys.stderr)
+        if problem := _partial_credentials(settings):
+            raise CliError(problem)
+        print("No Slack credentials (LOREBOT_SLACK__BOT_TOKEN is not set): running the terminal "
+              "demo on its own sample index.", file=sys.stderr)
         from bot.cli.commands import cmd_demo
 
         return await cmd_demo(args)
@@ -100,6 +105,20 @@ async def cmd_run(args) -> int:
     if mode == "socket":
         return await serve_socket(settings, index_sample=True)
     return await serve_http(settings, args.host, args.port, index_sample=True)
+
+
+def _partial_credentials(settings: Settings) -> str | None:
+    """What is missing when some Slack credentials are set but not enough to run the bot."""
+    s = settings.slack
+    if s.bot_token is not None:
+        return ("LOREBOT_SLACK__BOT_TOKEN is set, but the bot also needs LOREBOT_SLACK__APP_TOKEN "
+                "(xapp-…, Socket Mode) or LOREBOT_SLACK__SIGNING_SECRET (HTTP); see README, Slack")
+    if s.app_token is not None or s.signing_secret is not None:
+        given = "LOREBOT_SLACK__APP_TOKEN" if s.app_token is not None else \
+            "LOREBOT_SLACK__SIGNING_SECRET"
+        return (f"{given} is set, but LOREBOT_SLACK__BOT_TOKEN (xoxb-…, OAuth & Permissions) is "
+                "missing; see README, Slack")
+    return None
 
 
 def _require(settings: Settings, mode: SlackMode) -> None:
@@ -198,14 +217,22 @@ def _document_remover(services):
     return remove
 
 
+SAMPLE_MARKER = "sample-indexed"  # in the data dir: the sample was offered once, never again
+
+
 async def _index_sample_if_empty(services) -> None:
+    """A brand-new knowledge base gets the sample docs, once: after `sources remove sample` (or
+    with anything else indexed) it is never touched again."""
     from bot.cli.commands import DOCS_DIR, _print_summary, index_paths
 
-    if await services.index.source_stats():
+    marker = services.settings.data_dir / SAMPLE_MARKER
+    if marker.exists() or await services.index.source_stats():
         return
-    print(f"The knowledge base is empty: indexing the sample docs in {DOCS_DIR} "
-          "(add yours with `lorebot index PATH`).", file=sys.stderr)
+    print(f"The knowledge base is empty: indexing the sample docs in {DOCS_DIR} as the source "
+          "`sample`, this once (add yours with `lorebot index PATH`; `lorebot sources remove "
+          "sample` removes it for good).", file=sys.stderr)
     _print_summary(await index_paths(services, [DOCS_DIR], source="sample"))
+    marker.write_text("The sample docs were indexed once; lorebot run will not add them again.\n")
 
 
 async def _check_token(client) -> None:

@@ -34,3 +34,48 @@ def test_nested_settings_are_read_from_the_environment(monkeypatch, tmp_path):
     s = Settings(_env_file=None)
     assert s.data_dir == tmp_path and s.search.rrf_k == 17
     assert "sk-secret" not in repr(s) and s.llm.api_key.get_secret_value() == "sk-secret"
+
+
+def _fresh_environment(monkeypatch, tmp_path) -> Path:
+    monkeypatch.delenv("LOREBOT_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "xdg" / "lorebot"
+
+
+def test_the_default_data_dir_does_not_follow_the_current_folder(monkeypatch, tmp_path):
+    """Issue 15, item 2: `lorebot ask` from another folder used (and created) a new empty
+    `.lorebot` there. With no `.lorebot` above, it is the per-user data dir, from anywhere, even
+    with `cp .env.example .env` done in each folder."""
+    user_dir = _fresh_environment(monkeypatch, tmp_path)
+    for folder in ("project", "elsewhere/deeper"):
+        (tmp_path / folder).mkdir(parents=True)
+        monkeypatch.chdir(tmp_path / folder)
+        (tmp_path / folder / ".env").write_text((ROOT / ".env.example").read_text())
+        s = Settings()
+        assert s.data_dir == user_dir and s.data_dir_origin == "the per-user data dir"
+        assert s.index_path == user_dir / "index.sqlite3"
+
+
+def test_the_nearest_lorebot_folder_above_is_the_data_dir_like_git(monkeypatch, tmp_path):
+    _fresh_environment(monkeypatch, tmp_path)
+    (tmp_path / "repo" / ".lorebot").mkdir(parents=True)
+    (tmp_path / "repo" / "docs" / "deep").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "repo" / "docs" / "deep")
+    s = Settings(_env_file=None)
+    assert s.data_dir == tmp_path / "repo" / ".lorebot"
+    assert s.data_dir_origin == f"found in {tmp_path / 'repo'}"
+    monkeypatch.setenv("LOREBOT_DATA_DIR", "~/kb-data")  # the variable always wins
+    s = Settings(_env_file=None)
+    assert s.data_dir == Path.home() / "kb-data" and s.data_dir_origin == "LOREBOT_DATA_DIR"
+
+
+def test_xdg_data_home_and_its_fallback(monkeypatch, tmp_path):
+    import sys
+
+    from bot.settings import user_data_dir
+
+    if sys.platform in ("win32", "darwin"):
+        return
+    assert user_data_dir({"XDG_DATA_HOME": "/srv/data"}) == Path("/srv/data/lorebot")
+    assert user_data_dir({}) == Path.home() / ".local" / "share" / "lorebot"
+    assert user_data_dir({"XDG_DATA_HOME": "relative"}) == Path.home() / ".local/share/lorebot"
