@@ -5,6 +5,7 @@ markitdown is imported lazily, on the first file that needs it, because it is sl
 
 from __future__ import annotations
 
+import codecs
 import html
 import io
 import re
@@ -18,20 +19,20 @@ _TEXT_CONVERTED = frozenset({".html", ".htm", ".xhtml", ".csv", ".ipynb"})
 _OOXML = {".docx", ".pptx", ".xlsx"}
 
 
-def convert(ext: str, data: bytes) -> tuple[str, str | None]:
+def convert(ext: str, data: bytes, *, charset: str | None = None) -> tuple[str, str | None]:
     """Convert with the one markitdown converter for this extension (no content sniffing, so a
-    corrupt DOCX fails as a DOCX instead of being "rescued" as plain text)."""
+    corrupt DOCX fails as a DOCX instead of being "rescued" as plain text). ``charset``: the
+    encoding a web server declared for an HTML page."""
     converter_name, fmt = CONVERTED_EXTENSIONS[ext]
     try:
         from markitdown import StreamInfo, converters
     except Exception as exc:  # broken install: still a per-file reason, not a crash
         raise LoadError(f"cannot read {fmt} files: markitdown is not usable ({exc})") from exc
 
-    charset = None
     if ext in _TEXT_CONVERTED:
         # markitdown would guess the encoding (and index binary junk as text); decoding here
         # keeps one strict policy for every text format.
-        text = _decode_html(data) if fmt == "HTML" else decode_text(data)
+        text = _decode_html(data, charset) if fmt == "HTML" else decode_text(data)
         data, charset = text.encode("utf-8"), "utf-8"
     converter = getattr(converters, converter_name)()
     info = StreamInfo(extension=ext, filename=f"document{ext}", charset=charset)
@@ -54,9 +55,19 @@ def convert(ext: str, data: bytes) -> tuple[str, str | None]:
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 
 
-def _decode_html(data: bytes) -> str:
-    """Like `decode_text`, but honour a ``<meta charset>`` declaration: legacy pages in
-    windows-1252 or Shift_JIS that say so are common and perfectly readable."""
+def _decode_html(data: bytes, header_charset: str | None = None) -> str:
+    """Like `decode_text`, but honour the server's Content-Type charset, else a ``<meta
+    charset>`` declaration: legacy pages in windows-1252 or Shift_JIS that say so are common and
+    perfectly readable. A byte-order mark wins over both, as in browsers."""
+    if header_charset and not data.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE,
+                                               codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode(header_charset)
+        except (LookupError, UnicodeDecodeError) as exc:
+            raise LoadError(
+                f"not valid {header_charset} as the server declares (Content-Type charset); "
+                "fix the page's encoding or the server's header"
+            ) from exc
     try:
         return decode_text(data)
     except LoadError as exc:

@@ -13,6 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # Models load from local files only: a test must never reach for a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The test web sites listen on loopback, which web sources refuse by default (SSRF); the tests of
+# that default set their own limits.
+os.environ.setdefault("LOREBOT_SOURCES__ALLOW_PRIVATE_HOSTS", "127.0.0.1")
 
 
 @pytest.fixture

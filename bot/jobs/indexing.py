@@ -13,7 +13,13 @@ def crawl_limits(settings):
     s = settings.sources
     return CrawlLimits(max_pages=s.crawl_max_pages, max_depth=s.crawl_max_depth,
                        concurrency=s.crawl_concurrency, timeout_s=s.fetch_timeout_s,
-                       max_bytes=int(s.max_page_mb * 1024 * 1024), user_agent=s.user_agent)
+                       max_bytes=int(s.max_page_mb * 1024 * 1024), user_agent=s.user_agent,
+                       allow_private=_names(s.allow_private_hosts),
+                       allow_hosts=_names(s.allow_other_hosts))
+
+
+def _names(setting: str) -> tuple[str, ...]:
+    return tuple(n.strip().lower() for n in setting.split(",") if n.strip())
 
 
 async def index_source(services, source: Source, progress: Progress | None = None, *,
@@ -21,6 +27,8 @@ async def index_source(services, source: Source, progress: Progress | None = Non
     """Load a registered source and bring the index in line with it; returns the summary dict
     (the keys of ``lorebot index --json``)."""
     report = progress or (lambda *_: None)
+    scope: dict = {}
+    stale: str | None = None
     if source.type == "folder":
         from pathlib import Path
 
@@ -31,6 +39,9 @@ async def index_source(services, source: Source, progress: Progress | None = Non
         max_bytes = int(services.settings.search.max_file_mb * 1024 * 1024)
         items = iter_documents(files, source=source.name, max_bytes=max_bytes)
         total: int | None = len(files)
+        # The registered folder is the whole source: what is no longer in it is removed, and
+        # the indexer refuses a folder another source already holds.
+        scope = {"paths": [source.location], "prune": True}
     elif source.type in WEB_TYPES:
         from search.web import crawl
 
@@ -38,6 +49,11 @@ async def index_source(services, source: Source, progress: Progress | None = Non
                             crawl_limits(services.settings),
                             on_progress=lambda d, t: report("fetching", d, t))
         total = len(items)
+        if items.stale:
+            # The start page or sitemap failed: the pages it would have listed are unknown, not
+            # gone. Keep every page indexed before and say the source is stale.
+            scope = {"remove_missing": False}
+            stale = items.stale
     elif source.type in ("slack_channel", "slack_files") and slack_client is None:
         raise SourceRegistryError(f"{source.type} sources cannot be indexed without a Slack bot "
                                   "token (set LOREBOT_SLACK__BOT_TOKEN)")
@@ -59,9 +75,13 @@ async def index_source(services, source: Source, progress: Progress | None = Non
     else:
         raise SourceRegistryError(f"{source.type} sources cannot be indexed yet")
     summary = await services.indexer.index_documents(
-        source.name, items, total=total, on_progress=lambda d, t: report("indexing", d, t)
+        source.name, items, total=total, on_progress=lambda d, t: report("indexing", d, t),
+        **scope,
     )
-    return summary.as_dict()
+    result = summary.as_dict()
+    if stale:
+        result["stale"] = stale
+    return result
 
 
 async def remove_source_documents(services, name: str) -> int:

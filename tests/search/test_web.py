@@ -8,8 +8,10 @@ from search.models import Document, LoadFailure
 from search.web import CrawlLimits, crawl, normalize_url, page_doc_id
 from tests.support.web_site import WebSite
 
+# The test site listens on loopback, which web sources refuse unless allowed.
+LOCAL = ("127.0.0.1",)
 LIMITS = CrawlLimits(max_pages=50, max_depth=2, concurrency=3, timeout_s=1.0,
-                     max_bytes=512 * 1024, user_agent="lorebot-test")
+                     max_bytes=512 * 1024, user_agent="lorebot-test", allow_private=LOCAL)
 
 
 def split(items):
@@ -47,9 +49,11 @@ async def test_one_page_and_a_sitemap():
 
 async def test_depth_and_page_limits():
     async with WebSite() as site:
-        items = await crawl("d", site.url + "/", "crawl", CrawlLimits(max_depth=0))
+        items = await crawl("d", site.url + "/", "crawl",
+                            CrawlLimits(max_depth=0, allow_private=LOCAL))
         assert [i.path for i in items] == [f"{site.url}/"]
-        items = await crawl("d", site.url + "/", "crawl", CrawlLimits(max_pages=3, timeout_s=1))
+        items = await crawl("d", site.url + "/", "crawl",
+                            CrawlLimits(max_pages=3, timeout_s=1, allow_private=LOCAL))
         assert len(items) == 3
 
 
@@ -84,3 +88,86 @@ async def test_recrawling_an_unchanged_site_reembeds_nothing_and_keeps_failed_pa
         assert len(docs) == 3
     finally:
         await index.close()
+
+
+# --------------------------------------------------------------------------- staying on the site
+
+
+async def test_the_default_refuses_loopback_and_private_targets():
+    async with WebSite() as site:
+        items = await crawl("p", site.url + "/", "crawl", CrawlLimits(timeout_s=1))
+        assert site.requests == []  # not even robots.txt
+    docs, failed = split(items)
+    assert not docs
+    assert "loopback address (127.0.0.1)" in failed[f"{site.url}/"]
+    assert "LOREBOT_SOURCES__ALLOW_PRIVATE_HOSTS" in failed[f"{site.url}/"]
+    for url in ("http://10.1.2.3/", "http://169.254.169.254/latest/meta-data/", "http://[::1]/"):
+        _, failed = split(await crawl("p", url, "url", CrawlLimits(timeout_s=1)))
+        assert "address" in failed[normalize_url(url)], failed
+    # Listing a network (or the host) allows it.
+    async with WebSite() as site:
+        docs, _ = split(await crawl("p", site.url + "/vpn.html", "url",
+                                    CrawlLimits(allow_private=("127.0.0.0/8",))))
+        assert list(docs) == [f"{site.url}/vpn.html"]
+
+
+async def test_a_redirect_to_another_port_is_refused_at_the_hop():
+    async with WebSite() as site, WebSite() as internal:
+        internal.pages["/admin.html"] = ("Admin", "<p>Internal only: the root password.</p>")
+        site.redirects["/docs.html"] = f"{internal.url}/admin.html"
+        site.redirects["/moved.html"] = "/vpn.html"  # on the site: followed
+        site.pages["/"] = ("Home", "<a href='/docs.html'>docs</a> <a href='/moved.html'>vpn</a>")
+        docs, failed = split(await crawl("s", site.url + "/", "crawl", LIMITS))
+        assert internal.requests == []
+        assert "not on the source's site" in failed[f"{site.url}/docs.html"]
+        assert "redirected to" in failed[f"{site.url}/docs.html"]
+        assert "Zorbulator" in docs[f"{site.url}/moved.html"].text
+        assert not any("root password" in d.text for d in docs.values())
+        # Configured: the other host is allowed.
+        allowed = CrawlLimits(**{**LIMITS.__dict__, "allow_hosts": (f"127.0.0.1:{internal.port}",)})
+        docs, _ = split(await crawl("s", site.url + "/docs.html", "url", allowed))
+        assert "root password" in docs[f"{site.url}/docs.html"].text
+
+
+async def test_sitemap_entries_on_other_hosts_are_not_fetched_and_an_index_is_capped():
+    async with WebSite() as site, WebSite() as other:
+        site.sitemap_locs = [f"{other.url}/vpn.html", "http://169.254.169.254/latest/"]
+        docs, failed = split(await crawl("s", site.url + "/sitemap.xml", "sitemap", LIMITS))
+        assert other.requests == []
+        assert set(docs) == {f"{site.url}/", f"{site.url}/vpn.html"}
+        assert "not on the source's site" in failed[f"{other.url}/vpn.html"]
+        site.index_children = 300
+        limits = CrawlLimits(**{**LIMITS.__dict__, "max_pages": 5})
+        items = await crawl("s", site.url + "/sitemap-index.xml", "sitemap", limits)
+        children = [r for r in site.requests if r.startswith("/sitemap-") and r[9].isdigit()]
+        assert len(children) == 5 and len(items) == 5
+
+
+async def test_a_failed_start_page_or_sitemap_marks_the_crawl_stale():
+    async with WebSite(slow_s=0) as site:
+        assert (await crawl("s", site.url + "/", "crawl", LIMITS)).stale is None
+        # A page that timed out: what it links to is unknown this time.
+        site.slow_s = 3
+        assert "slow.html could not be fetched" in (
+            await crawl("s", site.url + "/", "crawl", LIMITS)).stale
+        site.slow_s = 0
+        site.fail["/"] = 503
+        result = await crawl("s", site.url + "/", "crawl", LIMITS)
+        assert "could not be fetched (HTTP 503)" in result.stale
+        site.fail["/sitemap.xml"] = 503
+        result = await crawl("s", site.url + "/sitemap.xml", "sitemap", LIMITS)
+        assert "sitemap could not be read" in result.stale
+        site.fail.clear()
+        site.fail["/vpn.html"] = 404  # gone for good: not stale, the rest was seen
+        assert (await crawl("s", site.url + "/", "crawl", LIMITS)).stale is None
+
+
+async def test_the_servers_charset_is_used():
+    async with WebSite() as site:
+        body = "<html><body><h1>Caf\xe9</h1><p>Cr\xe8me br\xfbl\xe9e au menu.</p></body></html>"
+        site.raw["/latin.html"] = (body.encode("latin-1"), "text/html; charset=iso-8859-1")
+        site.raw["/lying.html"] = ("\u4e2d\u6587".encode("utf-16-le"), "text/html; charset=ascii")
+        docs, failed = split(await crawl("s", site.url + "/latin.html", "url", LIMITS))
+        assert "Crème brûlée" in docs[f"{site.url}/latin.html"].text
+        _, failed = split(await crawl("s", site.url + "/lying.html", "url", LIMITS))
+        assert "not valid ascii as the server declares" in failed[f"{site.url}/lying.html"]

@@ -1,6 +1,9 @@
 """A small web site on a local aiohttp server (port 0) for crawling tests: pages that link to
 each other, a sitemap, robots.txt with a Disallow rule, and every way a page can fail (404, a
-redirect loop, not HTML, too large, too slow). ``pages`` can be edited between crawls."""
+redirect loop, not HTML, too large, too slow). ``pages`` can be edited between crawls, and so can
+``redirects`` (path -> URL), ``fail`` (path -> HTTP status), ``raw`` (path -> (bytes, Content-Type)),
+``sitemap_locs`` (extra sitemap entries) and ``index_children`` (the number of child sitemaps
+of /sitemap-index.xml, one page each)."""
 
 from __future__ import annotations
 
@@ -34,6 +37,11 @@ class WebSite:
         self.slow_s = slow_s
         self.huge_bytes = huge_bytes
         self.requests: list[str] = []
+        self.redirects: dict[str, str] = {}
+        self.fail: dict[str, int] = {}
+        self.raw: dict[str, tuple[bytes, str]] = {}
+        self.sitemap_locs: list[str] = []
+        self.index_children = 0
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -57,11 +65,31 @@ class WebSite:
     async def _get(self, request: web.Request) -> web.StreamResponse:
         path = "/" + request.match_info["path"]
         self.requests.append(path)
+        if path in self.fail:
+            return web.Response(status=self.fail[path], text="unavailable")
+        if path in self.redirects:
+            raise web.HTTPFound(self.redirects[path])
+        if path in self.raw:
+            body, ctype = self.raw[path]
+            return web.Response(body=body, headers={"Content-Type": ctype})
+        if path == "/sitemap-index.xml":
+            children = "".join(f"<sitemap><loc>{self.url}/sitemap-{i}.xml</loc></sitemap>"
+                               for i in range(self.index_children))
+            return web.Response(
+                text=f'<?xml version="1.0"?><sitemapindex xmlns="http://www.sitemaps.org/schemas/'
+                     f'sitemap/0.9">{children}</sitemapindex>', content_type="application/xml")
+        if path.startswith("/sitemap-") and path.endswith(".xml"):
+            n = path[len("/sitemap-"):-4]
+            return web.Response(
+                text=f'<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/'
+                     f'sitemap/0.9"><url><loc>{self.url}/p{n}.html</loc></url></urlset>',
+                content_type="application/xml")
         if path == "/robots.txt":
             return web.Response(text="User-agent: *\nDisallow: /private/\n")
         if path == "/sitemap.xml":
-            urls = "".join(f"<url><loc>{self.url}{p}</loc></url>"
-                           for p in ("/", "/vpn.html", "/missing.html"))
+            urls = "".join(f"<url><loc>{loc}</loc></url>" for loc in [
+                *(self.url + p for p in ("/", "/vpn.html", "/missing.html")),
+                *self.sitemap_locs])
             return web.Response(
                 text=f'<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/'
                      f'sitemap/0.9">{urls}</urlset>', content_type="application/xml")
