@@ -131,6 +131,11 @@ class LLMSettings(BaseModel):
     max_output_tokens: int = Field(700, ge=16)
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(3, ge=0)
+    first_token_s: float = Field(
+        20.0, gt=0, description="Deadline for the model's first answer token (retries included); "
+        "past it the extractive answer is given, with a notice.")
+    answer_deadline_s: float = Field(
+        60.0, gt=0, description="Deadline for the model's whole answer, retries included.")
     context_tokens: int = Field(6000, ge=256, description="Budget for sources in the prompt.")
     history_tokens: int = Field(800, ge=0, description="Budget for earlier turns.")
     rewrite_followups: bool = Field(True, description="Rewrite follow-ups into standalone queries.")

@@ -58,7 +58,7 @@ def register(app: AsyncApp, bot: SlackBot) -> None:
                               context: AsyncBoltContext) -> None:
         if not is_person_message(payload):
             return
-        if not await bot.dedupe.claim(*dedupe_keys(payload, body.get("event_id"))):
+        if not await bot.service.claim(*dedupe_keys(payload, body.get("event_id"))):
             logger.info("Skipping a duplicate assistant message %s", payload.get("ts"))
             return
         channel, thread_ts = payload["channel"], payload["thread_ts"]

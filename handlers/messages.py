@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_sdk.errors import SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers.parse import (
@@ -24,7 +26,7 @@ from handlers.parse import (
     mentions_someone_else,
     question_text,
 )
-from handlers.reply import answer_question
+from handlers.reply import answer_question, neutral
 
 if TYPE_CHECKING:
     from bot.slack.app import SlackBot
@@ -61,9 +63,9 @@ async def handle_message(
     team = body.get("team_id") or event.get("team")
     is_dm = event.get("channel_type") == "im"
     if not (mentioned or mentions(text, bot_user_id) or is_dm
-            or await _is_followup(bot, text, bot_user_id, team, channel, thread_ts)):
+            or await _is_followup(bot, client, event, bot_user_id, team)):
         return
-    if not await bot.dedupe.claim(*dedupe_keys(event, body.get("event_id"))):
+    if not await bot.service.claim(*dedupe_keys(event, body.get("event_id"))):
         logger.info("Skipping a duplicate of message %s in %s", event.get("ts"), channel)
         return
     # In a DM the answer goes below the question, not into a new thread; elsewhere, in a thread.
@@ -76,11 +78,28 @@ async def handle_message(
               name=f"answer {channel}/{event['ts']}")
 
 
-async def _is_followup(bot: SlackBot, text: str, bot_user_id: str | None, team: str | None,
-                       channel: str, thread_ts: str | None) -> bool:
+async def _is_followup(bot: SlackBot, client: AsyncWebClient, event: dict[str, Any],
+                       bot_user_id: str | None, team: str | None) -> bool:
     """A message in a thread the bot answered, not addressed to someone else."""
+    channel, thread_ts, text = event["channel"], event.get("thread_ts"), event.get("text") or ""
     if not thread_ts or not bot.settings.slack.thread_followups:
         return False
     if mentions_someone_else(text, bot_user_id):
         return False
-    return await bot.threads.contains(conversation_key(team, channel, thread_ts))
+
+    async def bot_in_thread() -> bool | None:
+        # Redis cannot say (down): Slack can, from the thread's own messages.
+        try:
+            page = await client.api_call("conversations.replies", data={
+                "channel": channel, "ts": thread_ts, "limit": 200})
+        except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+            logger.warning("Could not read thread %s in %s to spot a follow-up: %s",
+                           thread_ts, channel, exc)
+            return None
+        return any(m.get("user") == bot_user_id if bot_user_id else bool(m.get("bot_id"))
+                   for m in page.get("messages") or [])
+
+    place = neutral(Place(channel=channel, thread_ts=thread_ts, question_ts=event.get("ts"),
+                          user=event.get("user") or "", team=team,
+                          conversation=conversation_key(team, channel, thread_ts)))
+    return await bot.service.is_followup(place, bot_in_thread=bot_in_thread)

@@ -22,18 +22,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.answer.pipeline import Answer
-from bot.answer.turns import Turn
-from bot.slack.app import new_error_id
-from bot.state.feedback import AnswerRecord, SourceRef, new_answer_id
+from bot.service import conversation as service
 from handlers import render, texts
 from handlers.parse import Place
+from handlers.progress import Progress, post_ephemeral, why
 
 if TYPE_CHECKING:
     from bot.slack.app import SlackBot
@@ -45,113 +44,82 @@ logger = logging.getLogger(__name__)
 FIRST_FLUSH_S = 0.25
 # Intermediate (update-mode) text is cut to this many characters; the final message is whole.
 PREVIEW_CHARS = 3500
+# The final edit of a streamed answer is tried this often before the reply is left as shown.
+FINAL_UPDATE_TRIES = 3
 
 
-async def answer_question(bot: SlackBot, client: AsyncWebClient, place: Place, question: str) -> None:
-    """Answer ``question`` at ``place``: one reply, streamed, with sources and feedback buttons."""
-    writer = ReplyWriter(bot, client, place)
-    progress = Progress(bot, client, place)
-    try:
-        if not question:
-            await writer.post_text(texts.EMPTY_QUESTION)
-            return
-        decision = await bot.rate_limiter.hit(place.user)
-        if not decision.allowed:
-            logger.info("Rate limit hit by %s in %s", place.user, place.channel)
-            await post_ephemeral(client, place, texts.rate_limited(decision.retry_after_s))
-            return
-        await progress.start()
-        if place.thread_ts:
-            await bot.threads.add(place.conversation)
-        history = await bot.conversations.get(place.conversation)
-        final: Answer | None = None
-        async with aclosing(bot.pipeline.stream(question, history,
-                                                **await bot.source_filter(place.channel))) as parts:
-            async for part in parts:
-                if isinstance(part, str):
-                    writer.add(part)
-                else:
-                    final = part
-        if final is None:
-            raise RuntimeError("the answer pipeline ended without an answer")
-        answer_id = new_answer_id()
-        # Remembered before the buttons exist, so a quick click always finds the answer.
-        await bot.feedback.remember_answer(_record(answer_id, question, final, place))
-        await bot.conversations.append(place.conversation, Turn(question, final.text))
-        await writer.finish(final, answer_id)
-        logger.info("Answered in %s (%s mode, %d sources)", place.channel, final.mode,
-                    len(final.citations))
-    except Exception:  # noqa: BLE001 - whatever failed, the user gets a reply with an error id
-        error_id = new_error_id()
-        logger.exception("Answering failed in %s (error id %s)", place.channel, error_id)
-        await writer.fail(texts.error(error_id))
-    finally:
-        await progress.stop()
-
-
-def _record(answer_id: str, question: str, answer: Answer, place: Place) -> AnswerRecord:
-    return AnswerRecord(
-        answer_id=answer_id, question=question, answer=answer.text, mode=answer.mode,
-        sources=tuple(SourceRef(c.n, c.title, c.url, c.path) for c in answer.citations),
-        user=place.user, channel=place.channel, thread_ts=place.thread_ts, team=place.team,
-        query=answer.query,
+def neutral(place: Place) -> service.Place:
+    """The platform-neutral place of a Slack question."""
+    return service.Place(
+        conversation=place.channel, thread=place.thread_ts, user=place.user,
+        memory=place.conversation, workspace=place.team, platform="slack",
+        direct=place.channel.startswith("D"),
     )
 
 
-async def post_ephemeral(client: AsyncWebClient, place: Place, text: str) -> None:
-    """A message only the asker sees, in the question's thread."""
+def notice_text(notice: service.Notice) -> str:
+    return texts.EMPTY_QUESTION if notice.reason == "empty" else notice.text
+
+
+def membership(client: AsyncWebClient, place: Place):
+    """Whether the asker is a member of the channel, asked of Slack (``conversations.members``);
+    a failed check counts as no. None in a DM, where the asker is a member by definition."""
+    if place.channel.startswith("D"):
+        return None
+
+    async def check() -> bool:
+        try:
+            cursor = None
+            while True:
+                # POST, as every lorebot call (Slack accepts both; proxies and the fake too).
+                page = await client.api_call("conversations.members", data={
+                    "channel": place.channel, "limit": 1000, **({"cursor": cursor} if cursor else {})})
+                if place.user in (page.get("members") or []):
+                    return True
+                cursor = (page.get("response_metadata") or {}).get("next_cursor")
+                if not cursor:
+                    return False
+        except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+            logger.warning("Could not check membership of %s in %s (%s): public sources only",
+                           place.user, place.channel, why(exc))
+            return False
+
+    return check
+
+
+async def answer_question(bot: SlackBot, client: AsyncWebClient, place: Place, question: str) -> None:
+    """Answer ``question`` at ``place``: one reply, streamed, with sources and feedback buttons.
+    Cancelled (shutdown past its drain), it tells the asker to ask again."""
+    writer = ReplyWriter(bot, client, place)
+    progress = Progress(bot, client, place)
     try:
-        await client.chat_postEphemeral(
-            channel=place.channel, user=place.user, text=text, thread_ts=place.thread_ts,
-        )
-    except SlackClientError as exc:
-        logger.warning("Could not send an ephemeral message in %s: %s", place.channel, _why(exc))
-
-
-class Progress:
-    """Shows that the bot is working: the assistant pane's status, else a reaction on the
-    question. Failures here are logged and ignored: progress is a courtesy, not the answer."""
-
-    def __init__(self, bot: SlackBot, client: AsyncWebClient, place: Place) -> None:
-        self.client = client
-        self.place = place
-        self.reaction = bot.settings.slack.progress_reaction
-        self._shown = False
-
-    async def start(self) -> None:
-        p = self.place
-        try:
-            if p.assistant and p.thread_ts:
-                await self.client.assistant_threads_setStatus(
-                    channel_id=p.channel, thread_ts=p.thread_ts, status=texts.SEARCHING,
-                    loading_messages=list(texts.LOADING_MESSAGES),
-                )
-            elif p.question_ts and self.reaction:
-                await self.client.reactions_add(
-                    channel=p.channel, timestamp=p.question_ts, name=self.reaction
-                )
-            else:
-                return
-            self._shown = True
-        except SlackClientError as exc:
-            logger.debug("Could not show progress in %s: %s", p.channel, _why(exc))
-
-    async def stop(self) -> None:
-        if not self._shown:
+        if bot.stopping:
+            await writer.post_text(texts.RESTARTING)
             return
-        p = self.place
-        try:
-            if p.assistant and p.thread_ts:
-                # A reply clears the status by itself; this covers the paths without one.
-                await self.client.assistant_threads_setStatus(
-                    channel_id=p.channel, thread_ts=p.thread_ts, status=""
-                )
-            elif p.question_ts:
-                await self.client.reactions_remove(
-                    channel=p.channel, timestamp=p.question_ts, name=self.reaction
-                )
-        except SlackClientError as exc:
-            logger.debug("Could not clear progress in %s: %s", p.channel, _why(exc))
+        async for event in bot.service.answer(question, neutral(place),
+                                              member=membership(client, place)):
+            if isinstance(event, service.Status):
+                await progress.start()
+            elif isinstance(event, service.Delta):
+                writer.add(event.text)
+            elif isinstance(event, service.Final):
+                await writer.finish(event.answer, event.answer_id)
+            elif isinstance(event, service.Notice):
+                await writer.post_text(notice_text(event))
+            elif isinstance(event, service.Refused):
+                await post_ephemeral(client, place, texts.rate_limited(event.retry_after_s))
+            elif isinstance(event, service.Failed):
+                await writer.fail(texts.error(event.error_id))
+    except asyncio.CancelledError:
+        logger.warning("Answer in %s cut short by shutdown: telling the asker", place.channel)
+        await asyncio.shield(writer.fail(texts.RESTARTING))
+        raise
+    except Exception:  # noqa: BLE001 - a reply that could not be written still gets an id
+        error_id = service.new_error_id()
+        logger.exception("Replying failed in %s (error id %s)", place.channel, error_id)
+        await writer.fail(texts.error(error_id))
+    finally:
+        await progress.stop()
 
 
 class ReplyWriter:
@@ -172,6 +140,7 @@ class ReplyWriter:
         self._done = asyncio.Event()
         self._flusher: asyncio.Task | None = None
         self._last_edit = 0.0  # when the last update-mode edit was sent (monotonic)
+        self.shown = False  # the answer's text is on screen: never replace it with an error
 
     def add(self, delta: str) -> None:
         """Queue answer text; it reaches Slack on the next flush."""
@@ -205,7 +174,7 @@ class ReplyWriter:
                 # Edits stay at most one per interval, the final one included (Slack rate-limits
                 # chat.update); the text is already on screen, only links and buttons wait.
                 await asyncio.sleep(max(0.0, self._last_edit + self.interval_s - time.monotonic()))
-            await self.client.chat_update(channel=self.place.channel, ts=self.ts, **kwargs)
+            await self._update_final(**kwargs)
 
     async def post_text(self, text: str) -> None:
         """A reply that is just a short text (help, empty question)."""
@@ -215,6 +184,13 @@ class ReplyWriter:
         """Turn the reply into ``text`` (an error notice); never raises."""
         await self._stop_flushing()
         async with self._lock:
+            if self.shown and self.ts is not None:
+                # The answer is on screen (only its final formatting failed): say so beside
+                # it instead of replacing it.
+                with contextlib.suppress(SlackClientError, aiohttp.ClientError, TimeoutError):
+                    await self.client.chat_postMessage(channel=self.place.channel,
+                                                       thread_ts=self.place.thread_ts, text=text)
+                return
             try:
                 if self.ts is not None:
                     if self._streaming:
@@ -226,12 +202,12 @@ class ReplyWriter:
                     )
                     return
             except SlackClientError as exc:
-                logger.warning("Could not edit the reply into an error notice: %s", _why(exc))
+                logger.warning("Could not edit the reply into an error notice: %s", why(exc))
             try:
                 await self._post(text=text, blocks=render.text_blocks(text))
             except SlackClientError as exc:
                 logger.error("Could not post the error notice in %s: %s", self.place.channel,
-                             _why(exc))
+                             why(exc))
 
     # -- flushing -------------------------------------------------------------------------------
 
@@ -246,7 +222,7 @@ class ReplyWriter:
                     await self._flush()
                 except SlackClientError as exc:
                     # A lost intermediate update is harmless: the final one carries everything.
-                    logger.warning("Streaming update failed in %s: %s", self.place.channel, _why(exc))
+                    logger.warning("Streaming update failed in %s: %s", self.place.channel, why(exc))
             if await self._wait_done(self.interval_s):
                 return
 
@@ -272,7 +248,7 @@ class ReplyWriter:
                     raise
                 # Streaming is not enabled for this app or workspace: edit messages instead.
                 logger.warning("Slack refused chat.startStream (%s); streaming with chat.update",
-                               _why(exc))
+                               why(exc))
                 self.bot.native_streaming = False
                 self.native = False
         await self._flush_update()
@@ -313,46 +289,85 @@ class ReplyWriter:
         )
         self._sent = len(self._text)
 
+    async def _update_final(self, **kwargs: Any) -> None:
+        """The final edit, retried: an edit is idempotent, and the text is on screen already,
+        so a failure here must not turn the answer into an error notice."""
+        for attempt in range(FINAL_UPDATE_TRIES):
+            try:
+                await self.client.chat_update(channel=self.place.channel, ts=self.ts, **kwargs)
+                return
+            except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+                if attempt + 1 == FINAL_UPDATE_TRIES:
+                    self.shown = True
+                    raise
+                logger.warning("Final edit of the reply in %s failed (%s); retrying",
+                               self.place.channel, why(exc))
+                await asyncio.sleep(0.5 * 2**attempt)
+
     async def _post(self, **kwargs: Any) -> None:
-        response = await self.client.chat_postMessage(
-            channel=self.place.channel, thread_ts=self.place.thread_ts, **kwargs
-        )
+        """Post the reply once. A post whose response was lost (the connection dropped) may
+        have landed: the thread is checked for it before anything is posted again."""
+        try:
+            response = await self.client.chat_postMessage(
+                channel=self.place.channel, thread_ts=self.place.thread_ts, **kwargs
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            landed = await self._landed()
+            if landed is None:
+                raise  # cannot tell: posting again could answer twice
+            if landed:
+                logger.warning("A reply in %s landed though its response was lost (%s)",
+                               self.place.channel, type(exc).__name__)
+                self.ts = landed
+                await self.client.chat_update(channel=self.place.channel, ts=self.ts, **kwargs)
+                return
+            response = await self.client.chat_postMessage(
+                channel=self.place.channel, thread_ts=self.place.thread_ts, **kwargs
+            )
         self.ts = response["ts"]
 
-
-def _why(exc: SlackClientError) -> str:
-    """A Slack error in a few words (the API's error code), never the request or its token."""
-    if isinstance(exc, SlackApiError):
-        return str(exc.response.get("error", "unknown error"))
-    return type(exc).__name__
+    async def _landed(self) -> str | None | bool:
+        """The ts of a bot message in the thread after the question (a reply whose response
+        was lost), False when there is none, None when the thread cannot be read."""
+        p = self.place
+        after = p.question_ts or p.thread_ts
+        if p.thread_ts is None or after is None:
+            return None
+        try:
+            page = await self.client.api_call("conversations.replies", data={
+                "channel": p.channel, "ts": p.thread_ts, "oldest": after, "limit": 200})
+        except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+            logger.error("Could not check whether a reply in %s landed (%s): not re-sent",
+                         p.channel, why(exc) if isinstance(exc, SlackClientError) else exc)
+            return None
+        for m in page.get("messages") or []:
+            if m.get("bot_id") and float(m["ts"]) > float(after):
+                return m["ts"]
+        return False
 
 
 async def answer_privately(bot: SlackBot, respond, place: Place, question: str) -> None:
     """Answer a slash command where the bot cannot post (a DM between people, a channel it is
     not in): the whole answer as one ephemeral message through the command's ``respond``."""
     try:
-        decision = await bot.rate_limiter.hit(place.user)
-        if not decision.allowed:
-            await respond(text=texts.rate_limited(decision.retry_after_s), response_type="ephemeral")
-            return
-        final: Answer | None = None
-        async with aclosing(bot.pipeline.stream(question, (),
-                                                **await bot.source_filter(place.channel))) as parts:
-            async for part in parts:
-                if isinstance(part, Answer):
-                    final = part
-        if final is None:
-            raise RuntimeError("the answer pipeline ended without an answer")
-        answer_id = new_answer_id()
-        await bot.feedback.remember_answer(_record(answer_id, question, final, place))
-        s = bot.settings
-        await respond(
-            text=render.plain_text(final.text), response_type="ephemeral",
-            blocks=render.answer_blocks(final, answer_id, max_sources=s.answer.max_sources,
-                                        wrong_source_button=s.slack.wrong_source_button),
-        )
+        async for event in bot.service.answer(question, neutral(place), remember=False):
+            if isinstance(event, service.Final):
+                s = bot.settings
+                await respond(
+                    text=render.plain_text(event.answer.text), response_type="ephemeral",
+                    blocks=render.answer_blocks(event.answer, event.answer_id,
+                                                max_sources=s.answer.max_sources,
+                                                wrong_source_button=s.slack.wrong_source_button),
+                )
+            elif isinstance(event, service.Notice):
+                await respond(text=notice_text(event), response_type="ephemeral")
+            elif isinstance(event, service.Refused):
+                await respond(text=texts.rate_limited(event.retry_after_s),
+                              response_type="ephemeral")
+            elif isinstance(event, service.Failed):
+                await respond(text=texts.error(event.error_id), response_type="ephemeral")
     except Exception:  # noqa: BLE001 - the user always hears back
-        error_id = new_error_id()
+        error_id = service.new_error_id()
         logger.exception("Answering a command failed (error id %s)", error_id)
         with contextlib.suppress(Exception):
             await respond(text=texts.error(error_id), response_type="ephemeral")

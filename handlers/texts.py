@@ -1,9 +1,17 @@
 """Every text a Slack user reads from lorebot, in one place (wording, tone, a future translation).
 
 Texts are Slack mrkdwn. Functions take the variable parts; nothing here knows about Block Kit.
+Variable parts typed by users or taken from documents go through :func:`escape`.
 """
 
 from __future__ import annotations
+
+
+def escape(text: str) -> str:
+    """Escape the three characters Slack reserves for its own markup, so that text from users,
+    documents or the LLM cannot mention anyone (``<!channel>``, ``<@U…>``) or fake a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
 
 SEARCHING = "Searching…"
 # Shown in the assistant pane while the status is up, cycled by Slack.
@@ -52,9 +60,18 @@ COMMAND_HELP = (
 COMMAND_ASK_EMPTY = "Ask me something after `ask`, e.g. `/lorebot ask how do I set up the VPN?`"
 
 
+ANSWER_CUT = "_… (the rest of this answer is too long for one Slack message)_"
+
+
+def more_not_shown(count: int) -> str:
+    """The line that stands for what did not fit in a message or view."""
+    return f"… and {count} more not shown"
+
+
 def command_question_header(user: str, question: str) -> str:
-    """The message a `/lorebot ask` answer is threaded under."""
-    return f"<@{user}> asked: {question}"
+    """The message a `/lorebot ask` answer is threaded under (the question is the user's text,
+    shown as typed: a ``<!channel>`` in it does not notify the channel)."""
+    return f"<@{user}> asked: {escape(question)}"
 
 
 def rate_limited(retry_after_s: int) -> str:
@@ -77,3 +94,6 @@ def error(error_id: str) -> str:
 def feedback_error(error_id: str) -> str:
     return f"Sorry, I couldn't save your feedback (error id `{error_id}`). Please try again."
 
+
+RESTARTING = (":arrows_counterclockwise: I am restarting and could not finish this answer. "
+              "Please ask again in a minute.")

@@ -60,6 +60,10 @@ class LLMStreamError(LLMError):
     """A stream broke after text had already been emitted, so it cannot be replayed silently."""
 
 
+class LLMCutOffError(LLMStreamError):
+    """The stream ended cleanly but without a finish reason: the answer is incomplete."""
+
+
 class LLM(Protocol):
     """The seam the answer pipeline depends on; :class:`LLMClient` implements it."""
 
@@ -148,21 +152,30 @@ class LLMClient:
             emitted = False
             try:
                 response = await self._client.chat.completions.create(**params)
+                finished = False
                 try:
                     async for chunk in response:
                         if not chunk.choices:
                             continue
-                        delta = chunk.choices[0].delta.content
+                        choice = chunk.choices[0]
+                        delta = choice.delta.content if choice.delta is not None else None
                         if delta:
                             emitted = True
                             yield delta
+                        finished = finished or choice.finish_reason is not None
                 finally:
                     # Closing a connection that already broke can fail again; the first error
                     # is the one worth reporting.
                     with contextlib.suppress(openai.OpenAIError, httpx2.HTTPError, OSError):
                         await response.close()
+                if not finished:
+                    # The connection ended cleanly but the model never said it was done: what
+                    # arrived is a cut-off answer, not a complete one.
+                    raise LLMCutOffError(f"The stream from model {self.model!r} ended without a "
+                                         "finish reason (cut off)")
                 return
-            except (openai.OpenAIError, httpx2.HTTPError) as exc:
+            except (openai.OpenAIError, httpx2.HTTPError, ValueError) as exc:
+                # ValueError: a chunk that is not valid JSON (a broken proxy or server).
                 if emitted:
                     raise LLMStreamError(
                         f"The stream from model {self.model!r} broke mid-answer: "

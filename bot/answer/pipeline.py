@@ -17,6 +17,7 @@ or :meth:`AnswerPipeline.stream` and render the :class:`Answer` they get back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -26,7 +27,7 @@ from typing import Literal, Protocol
 
 from bot.answer.citations import CitationRewriter, CitedText, check_citations
 from bot.answer.conversation import key_terms, standalone_query
-from bot.answer.llm import LLM, ChatMessage, LLMError
+from bot.answer.llm import LLM, ChatMessage, LLMCutOffError, LLMError
 from bot.answer.prompts import (
     CountTokens,
     PromptSource,
@@ -52,6 +53,8 @@ LLM_UNAVAILABLE_NOTICE = (
     "The language model is unavailable right now; here are the most relevant passages."
 )
 LLM_EMPTY_NOTICE = "The language model gave no answer; here are the most relevant passages."
+LLM_SLOW_NOTICE = "The language model was too slow; here are the most relevant passages."
+LLM_CUT_NOTICE = "The language model's answer was cut off; here are the most relevant passages."
 UNCITED_NOTICE = (
     "This answer cites none of the knowledge base's sources; check it before relying on it."
 )
@@ -152,7 +155,12 @@ class AnswerPipeline:
         if not sources:
             return self._extractive(found)
         try:
-            text = await self.llm.complete(self._messages(found, sources))
+            async with asyncio.timeout(self.settings.llm.answer_deadline_s):
+                text = await self.llm.complete(self._messages(found, sources))
+        except TimeoutError:
+            logger.warning("LLM gave no answer within %.0f s, answering extractively",
+                           self.settings.llm.answer_deadline_s)
+            return self._extractive(found, notice=LLM_SLOW_NOTICE)
         except LLMError as exc:
             logger.warning("LLM failed, answering extractively: %s", exc)
             return self._extractive(found, notice=LLM_UNAVAILABLE_NOTICE)
@@ -184,18 +192,41 @@ class AnswerPipeline:
         assert self.llm is not None  # sources are only prepared when there is a model
         rewriter = CitationRewriter(sources)
         emitted = False
+        s = self.settings.llm
+        loop = asyncio.get_running_loop()
+        started, notice = loop.time(), None
         try:
+            # The first token within first_token_s, the whole answer within answer_deadline_s
+            # (retries included). Each delta is awaited under the time left, never the
+            # consumer's work between yields (a timeout around a yield would cancel that).
             async with aclosing(self.llm.stream(self._messages(found, sources))) as deltas:
-                async for delta in deltas:
+                first = True
+                while True:
+                    until = started + min(s.first_token_s if first else s.answer_deadline_s,
+                                          s.answer_deadline_s)
+                    try:
+                        delta = await asyncio.wait_for(anext(deltas), max(until - loop.time(), 0.001))
+                    except StopAsyncIteration:
+                        break
+                    first = False
                     if text := rewriter.feed(delta):
                         emitted = emitted or bool(text.strip())
                         yield text
             if text := rewriter.finish():
                 emitted = emitted or bool(text.strip())
                 yield text
+        except TimeoutError:
+            logger.warning("LLM missed its deadline (%.0f s in, first token %s), answering "
+                           "extractively", loop.time() - started, "seen" if emitted else "never")
+            notice = LLM_SLOW_NOTICE
+        except LLMCutOffError as exc:
+            logger.warning("LLM answer cut off, answering extractively: %s", exc)
+            notice = LLM_CUT_NOTICE
         except LLMError as exc:
             logger.warning("LLM failed, answering extractively: %s", exc)
-            final = self._extractive(found, notice=LLM_UNAVAILABLE_NOTICE)
+            notice = LLM_UNAVAILABLE_NOTICE
+        if notice is not None:
+            final = self._extractive(found, notice=notice)
             yield ("\n\n" if emitted else "") + final.text
             yield final
             return

@@ -13,17 +13,16 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import uuid
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.answer.pipeline import Answer
-from bot.answer.turns import ConversationStore, Turn
+from bot.answer.turns import ConversationStore
+from bot.service.conversation import Answerer, ConversationService, new_error_id  # noqa: F401 - re-exported for handlers
 from bot.settings import Settings
 from bot.state.feedback import FeedbackStore
 from bot.state.redis import RedisGuard
@@ -41,17 +40,6 @@ DEFAULT_API_URL = "https://slack.com/api/"
 
 class SlackConfigError(Exception):
     """The Slack settings cannot run the requested mode; the message names the missing setting."""
-
-
-class Answerer(Protocol):
-    """What the bot needs from :class:`bot.answer.pipeline.AnswerPipeline`."""
-
-    def stream(self, question: str, history: Sequence[Turn] = ()) -> AsyncIterator[str | Answer]: ...
-
-
-def new_error_id() -> str:
-    """A short id shown to the user and logged next to the failure."""
-    return uuid.uuid4().hex[:10]
 
 
 @dataclass
@@ -77,6 +65,10 @@ class SlackBot:
     jobs: Any = None
     policy: Any = None
     remove_documents: Any = None
+    # The platform-neutral conversation service over the stores above (built by create()).
+    service: ConversationService | None = None
+    # Set when shutdown begins: new questions get a "restarting" reply instead of an answer.
+    stopping: bool = False
     _tasks: set[asyncio.Task] = field(default_factory=set)
 
     @classmethod
@@ -84,7 +76,7 @@ class SlackBot:
         """Build the bot's stores on ``redis_client`` (a ``redis.asyncio.Redis``)."""
         r = settings.redis
         guard = RedisGuard(redis_client, r.key_prefix)
-        return cls(
+        bot = cls(
             settings=settings,
             pipeline=pipeline,
             guard=guard,
@@ -98,22 +90,11 @@ class SlackBot:
             native_streaming=settings.slack.streaming == "native",
             **_source_services(settings, pipeline, redis_client),
         )
-
-    async def source_filter(self, channel: str | None) -> dict[str, Any]:
-        """``{"sources": [...]}`` for the pipeline when the channel policy restricts what a
-        question asked in ``channel`` may search; ``{}`` when nothing is restricted."""
-        if self.policy is None:
-            return {}
-
-        async def op(_client) -> list[str] | None:
-            return await self.policy.sources_for(channel)
-
-        async def fallback() -> list[str] | None:
-            # Redis down: the policy as last seen (restricted sources stay hidden meanwhile).
-            return await self.policy.sources_for(channel, cached=True)
-
-        allowed = await self.guard.run("channel policy", op, fallback)
-        return {} if allowed is None else {"sources": allowed}
+        bot.service = ConversationService(
+            pipeline, guard=guard, dedupe=bot.dedupe, rate_limiter=bot.rate_limiter,
+            threads=bot.threads, conversations=bot.conversations, feedback=bot.feedback,
+            policy=bot.policy)
+        return bot
 
     async def warm_up(self) -> None:
         """Import now what the first answer would otherwise import (seconds under load): the
@@ -140,15 +121,26 @@ class SlackBot:
         return len(self._tasks)
 
     async def drain(self, timeout_s: float = 30.0) -> None:
-        """Wait for answers in flight (at most ``timeout_s``), e.g. before shutting down."""
-        if self._tasks:
-            logger.info("Waiting for %d answers in flight", len(self._tasks))
-            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        """Before shutting down: take no new questions, let answers in flight finish for at
+        most ``timeout_s``, then cancel the rest; each cancelled answer tells its asker to ask
+        again (``handlers.reply``), so no question is left without a reply."""
+        self.stopping = True
+        if not self._tasks:
+            return
+        logger.info("Waiting for %d answers in flight", len(self._tasks))
+        _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        if pending:
+            logger.warning("%d answers unfinished after %.0f s: telling their askers to ask again",
+                           len(pending), timeout_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=10.0)
 
 
 def _source_services(settings: Settings, pipeline: Answerer, redis_client) -> dict[str, Any]:
     from bot.jobs.queue import JobQueue
-    from bot.sources.registry import ChannelPolicy, SourceRegistry
+    from bot.sources.policy import ChannelPolicy
+    from bot.sources.registry import SourceRegistry
 
     prefix = settings.redis.key_prefix
     registry = SourceRegistry(redis_client, prefix)
@@ -162,7 +154,8 @@ def _source_services(settings: Settings, pipeline: Answerer, redis_client) -> di
         "sources": registry,
         "jobs": JobQueue(redis_client, prefix, lock_ttl_s=settings.sources.job_lock_ttl_s,
                          max_attempts=settings.sources.job_max_attempts),
-        "policy": ChannelPolicy(registry, indexed if has_index else None),
+        "policy": ChannelPolicy(registry, indexed if has_index else None,
+                            snapshot=settings.data_dir / "policy-snapshot.json"),
     }
 
 
@@ -182,9 +175,11 @@ def _preload(modules: Sequence[str]) -> None:
 
 def web_client(settings: Settings, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
     """The Web API client, pointed at ``slack.api_url`` when set (tests, proxies). Slack's
-    429 answers are retried after their Retry-After, twice."""
+    429 answers are retried after their Retry-After, twice; nothing else is."""
     token = settings.slack.bot_token.get_secret_value() if settings.slack.bot_token else None
-    client = AsyncWebClient(token=token, base_url=settings.slack.api_url or DEFAULT_API_URL,
-                            session=session)
-    client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
-    return client
+    # Only 429s are retried: slack_sdk's default connection-error retry re-sends a
+    # chat.postMessage whose response was lost, and Slack then shows the answer twice
+    # (handlers.reply checks the thread instead).
+    return AsyncWebClient(token=token, base_url=settings.slack.api_url or DEFAULT_API_URL,
+                          session=session,
+                          retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=2)])

@@ -3,7 +3,8 @@ worker sees the same list and it survives restarts (the embedded Valkey writes a
 
 A source is a name, a type and a location, plus who may see it: a *public* source is searched
 everywhere; a restricted one only in the channels it was allowed in (``channel allow``).
-Indexed sources that are not in the registry (``lorebot index PATH``) count as public.
+Indexed sources that are not in the registry count as restricted (``bot.sources.policy``);
+``lorebot index PATH --source NAME`` registers NAME as a public folder source.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -159,33 +159,3 @@ class SourceRegistry:
     async def record_run(self, name: str, summary: dict | None, error: str | None) -> None:
         if await self.get(name) is not None:
             await self.update(name, last_run=time.time(), last_summary=summary, last_error=error)
-
-
-class ChannelPolicy:
-    """Which sources a question asked in a channel may search."""
-
-    def __init__(self, registry: SourceRegistry,
-                 indexed_sources: Callable[[], Awaitable[Sequence[str]]] | None = None) -> None:
-        self.registry = registry
-        self.indexed_sources = indexed_sources
-
-    _last: list[Source] | None = None
-
-    async def sources_for(self, channel: str | None, *, cached: bool = False) -> list[str] | None:
-        """The source names searchable in ``channel``; None means no restriction at all.
-        ``cached``: use the registry as last read (Redis is down); never read: no restriction."""
-        if cached:
-            if self._last is None:
-                return None
-            registered = self._last
-        else:
-            registered = self._last = await self.registry.list()
-        hidden = {s.name for s in registered if not s.visible_in(channel)}
-        if not hidden:
-            return None
-        names = {s.name for s in registered} - hidden
-        if self.indexed_sources is not None:
-            registered_names = {s.name for s in registered}
-            names |= {n for n in await self.indexed_sources() if n not in registered_names}
-        # An empty allowlist must still filter: a name that matches nothing.
-        return sorted(names) or ["\x00none"]

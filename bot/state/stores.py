@@ -50,28 +50,63 @@ class _LocalTTL:
 
 
 class Deduper:
-    """Exactly-once claims on Slack events: ``claim`` is True only the first time any of its keys
-    is seen within ``ttl_s`` (Redis ``SET NX EX``; every key is set either way)."""
+    """Exactly-once claims on platform events: ``claim`` is True only the first time any of its
+    keys is seen within ``ttl_s`` (Redis ``SET NX EX``; every key is set either way).
+
+    Every claim is also remembered in the process (bounded), so that a retry of a question
+    answered just before or during a Redis outage is still recognised while Redis is down; the
+    claims made during an outage are written to Redis once it is back, so another replica that
+    gets the retry later refuses it too.
+    """
 
     def __init__(self, guard: RedisGuard, ttl_s: int) -> None:
         self.guard = guard
         self.ttl_s = ttl_s
         self._local = _LocalTTL()
+        self._unsynced: dict[str, float] = {}  # key -> when claimed (monotonic), outage claims
 
     async def claim(self, *keys: str) -> bool:
         full = [self.guard.key("seen", k) for k in keys if k]
+        if any(self._local.get(k) is not None for k in full):
+            return False  # this process saw it already: no need to ask Redis
 
         async def op(client: aioredis.Redis) -> bool:
             async with client.pipeline(transaction=False) as pipe:
                 for key in full:
                     pipe.set(key, "1", nx=True, ex=self.ttl_s)
                 results = await pipe.execute()
+            await self._sync(client)
             return all(results)
 
         async def local() -> bool:
-            return all([self._local.set(k, "1", self.ttl_s, nx=True) for k in full])
+            now = time.monotonic()
+            for k in full:
+                self._unsynced[k] = now
+                del_oldest(self._unsynced, _LOCAL_MAX_KEYS)
+            return True  # not seen locally (checked above): the first claim here
 
-        return await self.guard.run("dedupe", op, local)
+        claimed = await self.guard.run("dedupe", op, local)
+        for k in full:
+            self._local.set(k, "1", self.ttl_s)
+        return claimed
+
+    async def _sync(self, client: aioredis.Redis) -> None:
+        """Write the claims made while Redis was down, with what is left of their TTL."""
+        if not self._unsynced:
+            return
+        pending, self._unsynced = self._unsynced, {}
+        now = time.monotonic()
+        async with client.pipeline(transaction=False) as pipe:
+            for key, when in pending.items():
+                if (left := int(self.ttl_s - (now - when))) > 0:
+                    pipe.set(key, "1", nx=True, ex=left)
+            await pipe.execute()
+
+
+def del_oldest(items: dict, max_items: int) -> None:
+    """Keep ``items`` (insertion-ordered) at ``max_items`` by dropping the oldest."""
+    while len(items) > max_items:
+        items.pop(next(iter(items)))
 
 
 @dataclass(frozen=True)
@@ -147,7 +182,12 @@ def _ceil(seconds: float) -> int:
 
 
 class ThreadRegistry:
-    """Threads the bot answers in, so a follow-up there needs no new @mention."""
+    """Threads the bot answers in, so a follow-up there needs no new @mention.
+
+    Threads are remembered in the process as well as in Redis, so a follow-up during an outage
+    is still recognised; :meth:`contains` returns None when Redis is down and the process does
+    not know the thread, so the caller can ask the platform instead of ignoring the message.
+    """
 
     def __init__(self, guard: RedisGuard, ttl_s: int) -> None:
         self.guard = guard
@@ -156,25 +196,32 @@ class ThreadRegistry:
 
     async def add(self, key: str) -> None:
         full = self.guard.key("thread", key)
+        self._local.set(full, "1", self.ttl_s)
 
         async def op(client: aioredis.Redis) -> None:
             await client.set(full, "1", ex=self.ttl_s)
 
         async def local() -> None:
-            self._local.set(full, "1", self.ttl_s)
+            return None  # remembered above
 
         await self.guard.run("thread registry", op, local)
 
-    async def contains(self, key: str) -> bool:
+    async def contains(self, key: str) -> bool | None:
+        """True or False; None: unknown (Redis is down and this process has not seen it)."""
         full = self.guard.key("thread", key)
+        if self._local.get(full) is not None:
+            return True
 
-        async def op(client: aioredis.Redis) -> bool:
+        async def op(client: aioredis.Redis) -> bool | None:
             return bool(await client.exists(full))
 
-        async def local() -> bool:
-            return self._local.get(full) is not None
+        async def local() -> bool | None:
+            return None
 
-        return await self.guard.run("thread registry", op, local)
+        found = await self.guard.run("thread registry", op, local)
+        if found:
+            self._local.set(full, "1", self.ttl_s)
+        return found
 
 
 class RedisConversationStore:

@@ -17,7 +17,8 @@ from bot.jobs.queue import JobQueue, wait_for
 from bot.jobs.worker import Worker
 from bot.state.redis import make_client
 from bot.settings import RedisSettings
-from bot.sources.registry import ChannelPolicy, Source, SourceRegistry, SourceRegistryError
+from bot.sources.policy import ChannelPolicy
+from bot.sources.registry import Source, SourceRegistry, SourceRegistryError
 from tests.support.valkey import redis_url, valkey_server  # noqa: F401
 from tests.support.web_site import WebSite
 
@@ -47,13 +48,22 @@ async def test_registry_add_list_remove_and_channels(client, tmp_path):
         return ["handbook", "secret", "cli-indexed"]
 
     policy = ChannelPolicy(reg, indexed)
-    assert await policy.sources_for("C1") == ["cli-indexed", "handbook"]
+    # Indexed but not registered (a lost registry, or never added): restricted until known.
+    assert await policy.sources_for("C1") == ["handbook"]
     await reg.allow_channel("secret", "C1")
     assert await policy.sources_for("C1") is None or "secret" in await policy.sources_for("C1")
     assert "secret" not in await policy.sources_for("C2")
     await reg.deny_channel("secret", "C1")
     assert "secret" not in await policy.sources_for("C1")
     assert await reg.remove("secret") and not await reg.remove("secret")
+    # "secret" is unregistered but still indexed, "cli-indexed" never was: neither is searched.
+    assert await policy.sources_for("C2") == ["handbook"]
+    await reg.add(Source("cli-indexed", "folder", str(tmp_path)))
+
+    async def registered_only():
+        return ["handbook", "cli-indexed"]
+
+    policy.indexed_sources = registered_only
     assert await policy.sources_for("C2") is None  # nothing restricted: no filter
 
 

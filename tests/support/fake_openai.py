@@ -62,6 +62,11 @@ class Reply:
     drop: bool = False
     drop_after_chunks: int | None = None
     error_message: str | None = None
+    # Streaming only, after all content: "stop" (a finish reason, [DONE]), "cut" (the stream
+    # ends cleanly with no finish reason), "garbage" (a chunk that is not JSON).
+    end: str = "stop"
+    # Streaming only: wait this long between content deltas.
+    chunk_delay_s: float = 0.0
 
     @classmethod
     def error(cls, status: int, *, retry_after: str | float | None = None, **kw: Any) -> Reply:
@@ -210,8 +215,13 @@ class FakeOpenAI:
         for i, piece in enumerate(_WORD.findall(text)):
             if reply.drop_after_chunks is not None and i >= reply.drop_after_chunks:
                 return self._drop(request, response)
+            if reply.chunk_delay_s:
+                await asyncio.sleep(reply.chunk_delay_s)
             await _send_event(response, _chunk(model, {"content": piece}))
-        await _send_event(response, _chunk(model, {}, finish_reason="stop"))
+        if reply.end == "garbage":
+            await response.write(b"data: {\"choices\": [{\"delta\": {\"content\": \"x\n\n")
+        elif reply.end == "stop":
+            await _send_event(response, _chunk(model, {}, finish_reason="stop"))
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response

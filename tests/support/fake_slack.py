@@ -101,6 +101,9 @@ class SharedFile:
         }
 
 
+# The users the tests speak as: members of every channel unless FakeSlack.members says otherwise.
+EVERYONE = ["U0ADMIN", "U0ALICE", "U0BOB", "U0BOSS", "U0CAROL"]
+
 SIGN_IN_PAGE = (b"<!DOCTYPE html><html><head><title>Slack</title></head><body>"
                 b"<h1>Sign in to Slack</h1></body></html>")
 
@@ -147,6 +150,10 @@ class FakeSlack:
         self.downloads: list[tuple[str, str | None]] = []  # (file id, bearer token)
         self._file_ids = itertools.count(1)
         self._failures: dict[str, deque[str]] = defaultdict(deque)
+        self._drops: dict[str, int] = defaultdict(int)
+        # conversations.members: channel -> member ids; a channel not listed has every user
+        # the tests use as a member
+        self.members: dict[str, list[str]] = {}
         self._ts = itertools.count(1)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -193,6 +200,11 @@ class FakeSlack:
         await self.stop()
 
     # -- scripting and inspection ---------------------------------------------------------------
+
+    def drop_after(self, method: str, times: int = 1) -> None:
+        """Carry out the next ``times`` calls of ``method``, then drop the connection instead of
+        answering: the client cannot tell whether the call landed."""
+        self._drops[method] += times
 
     def fail(self, method: str, error: str, times: int = 1) -> None:
         """The next ``times`` calls of ``method`` answer ``{"ok": false, "error": error}``."""
@@ -298,6 +310,12 @@ class FakeSlack:
             if self._failures.get(method):
                 return _error(self._failures[method].popleft())
             handler = getattr(self, "_" + method.replace(".", "_"), None)
+            if handler is not None and self._drops.get(method):
+                self._drops[method] -= 1
+                handler(args)
+                if request.transport is not None:
+                    request.transport.close()
+                return web.Response(status=500)
             if handler is not None:
                 try:
                     return web.json_response({"ok": True, **handler(args)})
@@ -398,6 +416,11 @@ class FakeSlack:
         finally:
             async with self._changed:
                 self._changed.notify_all()
+
+    def _conversations_members(self, args: dict) -> dict:
+        channel = args["channel"]
+        users = self.members.get(channel, EVERYONE)
+        return {"members": users, "response_metadata": {"next_cursor": ""}}
 
     def _conversations_replies(self, args: dict) -> dict:
         ts = args["ts"]
