@@ -14,7 +14,7 @@ temperature, then both are refitted (logistic regression on the training pairs' 
 logit's sigmoid is the chance that a pair is relevant: the 0..1 score the evidence threshold
 reads. ``blend`` is how far the reranker's scores outweigh the fused scores (1: the reranker
 alone; 0: the fused order unchanged), fitted on the validation queries by the gate
-(``bot.reranker_blend``), because a reranker trained on a few hundred queries is best used as
+(``bot.training.blend``), because a reranker trained on a few hundred queries is best used as
 evidence added to the first stage's, not as its replacement.
 
 A directory holds the encoder and tokenizer (Hugging Face format) and ``lorebot-reranker.json``

@@ -65,7 +65,7 @@ class Retriever:
 
     def use_models(self, embedder: Embedder, reranker: Reranker | None) -> None:
         """Search with other models from now on (a promotion or rollback elsewhere, see
-        ``bot.model_reload``); the caller makes sure no search is in flight.
+        ``bot.runtime.reload``); the caller makes sure no search is in flight.
 
         An unset default mode follows the reranker, as at construction.
         """

@@ -10,7 +10,7 @@ them are worth training on. A question is dropped when it is
   the chunk (an answer the chunk does not support makes the chunk a false positive);
 * a *duplicate*: the same normalised text as a question kept before, from any chunk.
 
-Pure functions only: the LLM calls and files live in ``bot.qa_command``.
+Pure functions only: the LLM calls and files live in ``bot.training.qa``.
 """
 
 from __future__ import annotations

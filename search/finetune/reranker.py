@@ -16,7 +16,7 @@ fresh head from nothing: a classification head on these weights, trained the sam
 SciFact validation queries worse than the fused order it was reordering (0.407 against 0.690).
 
 How far the trained model's scores outweigh the fused ones (its ``blend``) is fitted by the gate
-on the validation queries: see ``bot.reranker_blend``.
+on the validation queries: see ``bot.training.blend``.
 """
 
 from __future__ import annotations
