@@ -65,7 +65,8 @@ def test_sources_add_reindex_list_remove(cli, site, tmp_path):
 
     code, out, _ = cli("sources", "reindex", "web", "--json")
     summary = json.loads(out)
-    assert code == 1 and set(summary) == SUMMARY_KEYS  # 1: some pages failed
+    assert code == 1 and set(summary) == SUMMARY_KEYS | {"stale"}  # 1: some pages failed
+    assert "slow.html could not be fetched" in summary["stale"]  # so nothing was removed
     assert summary["added"] == 3 and summary["chunks"] > 0
     assert {"path": f"{site.url}/missing.html", "reason": "HTTP 404"} in summary["failed"]
     code, out, _ = cli("sources", "reindex", "web", "--json")
