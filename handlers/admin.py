@@ -11,6 +11,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -18,8 +19,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.jobs.queue import Job
 from bot.jobs.texts import job_text
 from bot.sources.registry import Source, SourceRegistryError, default_name, guess_type
-from handlers import training
-from handlers.access import audit, is_admin, refusal
+from handlers import render, training
+from handlers.access import audit, is_admin, refusal, visible_jobs
 
 if TYPE_CHECKING:
     from bot.slack.app import SlackBot
@@ -31,6 +32,16 @@ SUBCOMMANDS = frozenset({"sources", "add", "remove", "reindex", "status", "chann
 CHANGING = frozenset({"add", "remove", "reindex", "channel", "finetune"})
 REMOVE_CONFIRM = "lorebot_source_remove_confirm"
 REMOVE_CANCEL = "lorebot_source_remove_cancel"
+ADD_USAGE = "Usage: `/lorebot add URL_OR_PATH [NAME] [--private]`"
+ADD_FILES_USAGE = ("Usage: `/lorebot add files #channel [NAME]`, or `/lorebot add files [NAME]` "
+                   "in a DM with me")
+ADD_CHANNEL_USAGE = "Usage: `/lorebot add #channel [NAME]`"
+# Slack's clients turn a typed "--" into an em-dash (—) and some keyboards give en-dashes or
+# Unicode hyphens: a word starting with any of them is an option.
+_DASHES = "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212"
+ADD_OPTIONS = frozenset({"private"})
+REGISTRY_DOWN = (":warning: The source registry is unavailable right now (Redis does not "
+                 "answer), so I can't show or change sources. Please try again in a minute.")
 
 HELP = (
     "*lorebot* answers questions from the team's documents, with citations.\n"
@@ -40,7 +51,7 @@ HELP = (
     "• `/lorebot models`: the retrieval models in use and the fine-tuned candidates\n"
     "• `/lorebot help`: this help\n"
     "Admins only:\n"
-    "• `/lorebot add URL_OR_PATH [NAME] [private]`: add a web site (page, sitemap or crawl) "
+    "• `/lorebot add URL_OR_PATH [NAME] [--private]`: add a web site (page, sitemap or crawl) "
     "or a folder, and index it; `/lorebot add #channel` indexes a channel's messages "
     "(searchable in that channel only, until allowed elsewhere)\n"
     "• `/lorebot add files #channel [NAME]`: index the files shared in a channel (searchable "
@@ -63,11 +74,23 @@ def register(app: AsyncApp, bot: SlackBot) -> None:
     async def on_confirm(ack, body: dict, action: dict, client: AsyncWebClient, respond) -> None:
         await ack()
         user = body["user"]["id"]
+        name = str(action.get("value") or "")
+        channel = (body.get("channel") or {}).get("id")
         if not await is_admin(bot, client, user):
+            # A confirm button only reaches a non-admin forwarded or forged: refused and kept.
+            audit("remove source", user=user, outcome="refused", reason="not an admin",
+                  source=name, channel=channel)
             await respond(text=refusal("remove"), response_type="ephemeral",
                           replace_original=False)
             return
-        await respond(text=await _remove(bot, user, action["value"]), replace_original=True)
+        try:
+            text = await _remove(bot, user, name, channel)
+        except (RedisError, OSError) as exc:
+            logger.warning("Removing source %r failed: Redis unavailable (%s)", name, exc)
+            audit("remove source", user=user, outcome="failed", reason="registry unavailable",
+                  source=name, channel=channel)
+            text = REGISTRY_DOWN
+        await respond(text=text, replace_original=True)
 
     @app.action(REMOVE_CANCEL)
     async def on_cancel(ack, respond) -> None:
@@ -75,24 +98,39 @@ def register(app: AsyncApp, bot: SlackBot) -> None:
         await respond(text="Nothing removed.", replace_original=True)
 
 
+class _Ack:
+    """``ack`` that remembers whether it was called: a slash command is acknowledged once, so
+    an error after the first ack goes to the log instead."""
+
+    def __init__(self, ack) -> None:
+        self._ack = ack
+        self.done = False
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> None:
+        self.done = True
+        await self._ack(*args, **kwargs)
+
+
 async def handle(bot: SlackBot, client: AsyncWebClient, ack, command: dict, sub: str,
                  rest: str) -> None:
     """Answer one admin subcommand (ephemeral, through the slash command's ack)."""
     user, channel = command["user_id"], command["channel_id"]
     args = rest.split()
+    ack = _Ack(ack)
     if sub == "help":
         await ack(text=HELP, response_type="ephemeral")
         return
     admin = await is_admin(bot, client, user)
     if sub in CHANGING and not admin:
-        audit.warning("Refused /lorebot %s %s for non-admin %s in %s", sub, rest, user, channel)
+        audit(f"/lorebot {sub}", user=user, outcome="refused", reason="not an admin",
+              channel=channel, text=rest)
         await ack(text=refusal(sub), response_type="ephemeral")
         return
     try:
         if sub == "sources":
             await ack(text=await _sources_text(bot, channel, admin), response_type="ephemeral")
         elif sub == "status":
-            await ack(text=await _status_text(bot), response_type="ephemeral")
+            await ack(text=await _status_text(bot, channel, admin), response_type="ephemeral")
         elif sub == "add":
             await _add(bot, client, ack, user, channel, args)
         elif sub == "remove":
@@ -107,7 +145,22 @@ async def handle(bot: SlackBot, client: AsyncWebClient, ack, command: dict, sub:
             else:
                 await training.models(bot, ack, user, channel, args, admin)
     except SourceRegistryError as exc:
-        await ack(text=f":warning: {exc}", response_type="ephemeral")
+        await _reply(ack, f":warning: {render.shown(str(exc), 3000)}")
+    except (RedisError, OSError) as exc:
+        # The registry and the job queue live in Redis: without it nothing here can be
+        # shown or changed truthfully, so say so instead of failing the request.
+        logger.warning("/lorebot %s failed: Redis unavailable (%s)", sub, exc)
+        if sub in CHANGING:
+            audit(f"/lorebot {sub}", user=user, outcome="failed", reason="registry unavailable",
+                  channel=channel, text=rest)
+        await _reply(ack, REGISTRY_DOWN)
+
+
+async def _reply(ack: _Ack, text: str) -> None:
+    if ack.done:
+        logger.warning("Could not tell the user (already acknowledged): %s", text)
+    else:
+        await ack(text=text, response_type="ephemeral")
 
 
 async def _sources_text(bot: SlackBot, channel: str, admin: bool) -> str:
@@ -123,21 +176,25 @@ async def _sources_text(bot: SlackBot, channel: str, admin: bool) -> str:
         docs, chunks = counts.get(src.name, (0, 0))
         scope = "public" if src.public else (
             "restricted, allowed here" if channel in src.allowed_channels else "restricted")
-        line = f"• *{src.name}* ({src.type}, {scope}): {docs} documents, {chunks} chunks — {src.location}"
+        line = (f"• *{src.name}* ({src.type}, {scope}): {docs} documents, {chunks} chunks — "
+                f"{render.shown(src.location)}")
         if src.last_error:
-            line += f"\n    last run failed: {src.last_error}"
+            line += f"\n    last run failed: {render.shown(src.last_error)}"
         lines.append(line)
-    unregistered = sorted(set(counts) - {s.name for s in registered})
+    # Documents indexed from the command line have no registry entry saying who may see them:
+    # restricted until registered, so only admins see that they exist.
+    unregistered = sorted(set(counts) - {s.name for s in registered}) if admin else []
     for name in unregistered:
         docs, chunks = counts[name]
-        lines.append(f"• *{name}* (indexed from the command line): {docs} documents, {chunks} chunks")
+        lines.append(f"• *{render.shown(name)}* (indexed from the command line): {docs} documents, "
+                     f"{chunks} chunks")
     if not lines:
         return "No knowledge sources yet. An admin can add one with `/lorebot add URL_OR_PATH`."
-    return "*Knowledge sources searchable here*\n" + "\n".join(lines)
+    return render.fit_lines(["*Knowledge sources searchable here*", *lines])
 
 
-async def _status_text(bot: SlackBot) -> str:
-    jobs = await bot.jobs.recent(10)
+async def _status_text(bot: SlackBot, channel: str, admin: bool) -> str:
+    jobs = await visible_jobs(bot, await bot.jobs.recent(10), channel, admin)
     if not jobs:
         return "No reindex jobs yet."
     running = [j for j in jobs if j.state in ("queued", "running")]
@@ -145,28 +202,55 @@ async def _status_text(bot: SlackBot) -> str:
     lines = []
     if running:
         lines.append("*Running and queued*")
-        lines += [f"• {job_text(j)}" for j in running]
+        lines += [f"• {job_text(render.safe_job(j))}" for j in running]
     if done:
         lines.append("*Recent*")
-        lines += [f"• {job_text(j).splitlines()[0]}" for j in done]
-    return "\n".join(lines)
+        lines += [f"• {job_text(render.safe_job(j)).splitlines()[0]}" for j in done]
+    return render.fit_lines(lines)
+
+
+def parse_add(args: list[str]) -> tuple[list[str], bool] | str:
+    """``add`` arguments as (positional arguments, private), or the reason they are refused.
+
+    ``--private`` in any dash form (Slack's clients make "—private" of "--private") or the
+    bare word ``private`` after the location; any other option is refused, never ignored: a
+    dropped ``--private`` would publish a source meant to be restricted.
+    """
+    positional: list[str] = []
+    private = False
+    for arg in args:
+        option = arg.lstrip(_DASHES)
+        if option != arg:
+            if option.lower() not in ADD_OPTIONS:
+                return f":warning: Unknown option `{render.shown(arg, 40)}`. {ADD_USAGE}"
+            private = True
+        elif positional and arg.lower() == "private":
+            private = True
+        else:
+            positional.append(arg)
+    return positional, private
 
 
 async def _add(bot: SlackBot, client: AsyncWebClient, ack, user: str, channel: str,
                args: list[str]) -> None:
-    private = any(a.lower() == "private" for a in args[1:])
-    args = args[:1] + [a for a in args[1:] if a.lower() != "private"]
+    parsed = parse_add(args)
+    if isinstance(parsed, str):
+        await ack(text=parsed, response_type="ephemeral")
+        return
+    args, private = parsed
     if not args:
-        await ack(text="Usage: `/lorebot add URL_OR_PATH [NAME] [private]`", response_type="ephemeral")
+        await ack(text=ADD_USAGE, response_type="ephemeral")
         return
     raw = args[0]
     if raw.lower() == "files":
-        source = _files_source(user, channel, args[1:])
+        source = _files_source(user, channel, args[1:]) if len(args) <= 3 else None
         if source is None:
-            await ack(text="Usage: `/lorebot add files #channel [NAME]`, or `/lorebot add files "
-                      "[NAME]` in a DM with me", response_type="ephemeral")
+            await ack(text=ADD_FILES_USAGE, response_type="ephemeral")
             return
     elif raw.startswith("<#"):
+        if len(args) > 2:
+            await ack(text=ADD_CHANNEL_USAGE, response_type="ephemeral")
+            return
         # A channel (<#C123|name>): its messages, searchable only where it was allowed, which
         # starts with the channel itself.
         channel_id, _, channel_name = raw.strip("<#>").partition("|")
@@ -174,15 +258,20 @@ async def _add(bot: SlackBot, client: AsyncWebClient, ack, user: str, channel: s
         source = Source(name=name, type="slack_channel", location=channel_id, public=False,
                         allowed_channels=(channel_id,), created_by=user)
     else:
+        if len(args) > 2:
+            await ack(text=ADD_USAGE, response_type="ephemeral")
+            return
         location = raw.strip("<>").split("|", 1)[0]  # Slack wraps URLs as <url> or <url|text>
         name = args[1] if len(args) > 1 else default_name(location)
         source = Source(name=name, type=guess_type(location), location=location,
                         public=not private, created_by=user)
     source = await bot.sources.add(source)
-    audit.warning("Admin %s added source %s (%s %s, %s) in %s", user, source.name, source.type,
-                  source.location, "public" if source.public else "restricted", channel)
-    await ack(text=f"Added *{source.name}* ({source.type}: {source.location}). Indexing it now; "
-              "progress is posted here.", response_type="ephemeral")
+    audit("/lorebot add", user=user, outcome="done", channel=channel, source=source.name,
+          type=source.type, location=source.location,
+          scope="public" if source.public else "restricted")
+    await ack(text=f"Added *{source.name}* ({source.type}: {render.shown(source.location)}"
+              f"{'' if source.public else ', restricted'}). Indexing it now; progress is posted "
+              "here.", response_type="ephemeral")
     await _queue(bot, client, user, channel, source.name)
 
 
@@ -231,7 +320,7 @@ async def _reindex(bot: SlackBot, client: AsyncWebClient, ack, user: str, channe
         await ack(text="No sources to reindex. Add one with `/lorebot add URL_OR_PATH`.",
                   response_type="ephemeral")
         return
-    audit.warning("Admin %s requested a reindex of %s in %s", user, ", ".join(names), channel)
+    audit("/lorebot reindex", user=user, outcome="done", channel=channel, sources=names)
     await ack(text=f"Reindexing {', '.join(f'*{n}*' for n in names)}; progress is posted here.",
               response_type="ephemeral")
     for name in names:
@@ -239,35 +328,44 @@ async def _reindex(bot: SlackBot, client: AsyncWebClient, ack, user: str, channe
 
 
 async def _confirm_remove(bot: SlackBot, ack, args: list[str]) -> None:
-    if not args:
+    if len(args) != 1:
         await ack(text="Usage: `/lorebot remove NAME`", response_type="ephemeral")
         return
     source = await bot.sources.require(args[0])
-    text = (f"Remove *{source.name}* ({source.location}) and delete its documents from the "
-            "index? Answers will no longer cite it.")
+    text = (f"Remove *{source.name}* ({render.shown(source.location)}) and delete its documents from "
+            "the index? Answers will no longer cite it.")
     blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+        render.section(text),
         {"type": "actions", "elements": [
-            {"type": "button", "style": "danger", "action_id": REMOVE_CONFIRM,
-             "value": source.name, "text": {"type": "plain_text", "text": "Remove"}},
-            {"type": "button", "action_id": REMOVE_CANCEL, "value": source.name,
-             "text": {"type": "plain_text", "text": "Cancel"}},
+            render.button("Remove", REMOVE_CONFIRM, source.name, style="danger"),
+            render.button("Cancel", REMOVE_CANCEL, source.name),
         ]},
     ]
     await ack(text=text, blocks=blocks, response_type="ephemeral")
 
 
-async def _remove(bot: SlackBot, user: str, name: str) -> str:
+async def _remove(bot: SlackBot, user: str, name: str, channel: str | None) -> str:
+    """Remove the source a confirm button names. The button's value is whatever the click
+    says: a name that is not a source is refused (and audited) before anything is locked."""
+    if await bot.sources.get(name) is None:
+        audit("remove source", user=user, outcome="refused", reason="no such source",
+              source=name, channel=channel)
+        return f"There is no source named *{render.shown(name, 64)}* (any more)."
     owner = f"remove-by-{user}"
     if not await bot.jobs.lock(name, owner):
+        audit("remove source", user=user, outcome="refused", reason="a job is running",
+              source=name, channel=channel)
         return f"A reindex of *{name}* is running; try removing it when it has finished."
     try:
         if not await bot.sources.remove(name):
+            audit("remove source", user=user, outcome="refused", reason="no such source",
+                  source=name, channel=channel)
             return f"There is no source named *{name}* (any more)."
         removed = await bot.remove_documents(name) if bot.remove_documents else 0
     finally:
         await bot.jobs.unlock(name, owner)
-    audit.warning("Admin %s removed source %s (%d documents deleted)", user, name, removed)
+    audit("remove source", user=user, outcome="done", source=name, channel=channel,
+          documents_deleted=removed)
     return f"Removed *{name}* ({removed} documents deleted from the index)."
 
 
@@ -284,5 +382,6 @@ async def _channel(bot: SlackBot, ack, user: str, channel: str, args: list[str])
         text = (f"Questions in this channel no longer search *{source.name}*." if not source.public
                 else f"*{source.name}* is public: it is searched everywhere. (Only restricted "
                      "sources are allowed per channel.)")
-    audit.warning("Admin %s: channel %s %s for source %s", user, verb, channel, name)
+    audit("/lorebot channel", user=user, outcome="done", channel=channel, verb=verb,
+          source=source.name)
     await ack(text=text, response_type="ephemeral")

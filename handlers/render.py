@@ -1,28 +1,56 @@
-"""Answers as Slack messages: Markdown → mrkdwn, and the Block Kit of an answer.
+"""Answers as Slack messages: Markdown → mrkdwn, and the Block Kit of an answer; Slack's
+limits, enforced in this one place.
 
 An answer message is: an optional notice, the answer text (citations ``[n]`` linked to their
 source), a sources list (title linked, short snippet) and the feedback buttons. The buttons carry
 the answer's id; ``handlers.actions`` matches their ``action_id`` prefix.
+
+Every block lorebot sends is built by the helpers here (:func:`section`, :func:`context`,
+:func:`header`, :func:`button`, :func:`fit_blocks`), which cut what is too long with an ellipsis,
+so any input (a 5,000-character title, a hundred sources) gives valid Block Kit. Text that comes
+from users, documents or the LLM is escaped (:func:`escape`, :func:`stream_chunk`): ``&<>`` are
+Slack's markup, so ``<!channel>`` or ``<@U…>`` written by anyone but lorebot never pings anyone.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import PurePath
 from typing import Any
 
 from bot.answer.pipeline import Answer, Citation, snippet
+from bot.jobs.queue import Job
 from handlers import texts
+from handlers.texts import escape
+
+__all__ = ["escape"]  # escape lives with the texts (which need it too); this is its home here
 
 Block = dict[str, Any]
 
 FEEDBACK_BLOCK_ID = "lorebot_feedback"
 FEEDBACK_ACTION_PREFIX = "lorebot_feedback_"
-# Slack limits: 3000 characters per section text, 50 blocks per message.
-SECTION_CHARS = 3000
-MAX_ANSWER_SECTIONS = 40
+# Slack's documented limits (https://docs.slack.dev/reference/block-kit/).
+SECTION_CHARS = 3000  # a section's text
+CONTEXT_TEXT_CHARS = 3000  # one text element of a context block
+CONTEXT_ELEMENTS = 10
+HEADER_CHARS = 150  # a header's plain text
+BUTTON_TEXT_CHARS = 75
+BUTTON_VALUE_CHARS = 2000
+ACTION_ID_CHARS = 255
+MESSAGE_BLOCKS = 50
+VIEW_BLOCKS = 100  # a Home tab or modal view
+MESSAGE_TEXT_CHARS = 40_000  # a message's top-level text (Slack truncates beyond)
+STREAM_TEXT_CHARS = 12_000  # markdown_text of chat.startStream / appendStream / stopStream
+# Ours: how much of one source is shown under an answer.
 SOURCE_SNIPPET_CHARS = 150
+SOURCE_TITLE_CHARS = 200
+MAX_SOURCES_SHOWN = 20
+# A longer URL is shown as its title without a link (a link cannot be cut).
+LINK_URL_CHARS = 2000
+MAX_ANSWER_SECTIONS = 40
+ELLIPSIS = "…"
 
 # Private-use characters mark spans already converted, so later passes leave them alone.
 _HOLD_OPEN, _HOLD_CLOSE = "\ue000", "\ue001"
@@ -40,9 +68,114 @@ _BULLET = re.compile(r"^(\s*)[-*+]\s+", re.MULTILINE)
 _QUOTE = re.compile(r"^&gt;", re.MULTILINE)
 
 
-def escape(text: str) -> str:
-    """Escape the three characters Slack reserves for its own markup."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+def stream_chunk(text: str) -> str:
+    """A piece of streamed answer text (``markdown_text`` of chat.startStream/appendStream),
+    made safe: ``&<>`` escaped, so a ``<!channel>``, ``<!here>`` or ``<@U…>`` written by the LLM
+    (or quoted from a document) is shown, not acted on. Character by character, so it is the
+    same whether a mention arrives in one chunk or split over several."""
+    return escape(text)
+
+
+def stream_pieces(text: str, limit: int = STREAM_TEXT_CHARS) -> list[str]:
+    """``text`` (already made safe) in pieces of at most ``limit`` characters, one per
+    chat.appendStream call; cut at a line or word end when there is one, never inside an
+    ``&…;`` escape."""
+    pieces = []
+    while len(text) > limit:
+        cut = max(text.rfind("\n", limit // 2, limit), text.rfind(" ", limit // 2, limit))
+        cut = cut + 1 if cut > 0 else limit
+        amp = text.rfind("&", max(0, cut - 5), cut)
+        if amp != -1 and ";" not in text[amp:cut]:
+            cut = amp
+        pieces.append(text[:cut])
+        text = text[cut:]
+    return [*pieces, text] if text else pieces
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters with an ellipsis, never inside a link
+    ``<…>`` or an ``&…;`` escape, and with a code block cut open closed again."""
+    if len(text) <= limit:
+        return text
+    head = text[:max(0, limit - 5)]
+    lt = head.rfind("<")
+    if lt > head.rfind(">"):
+        head = head[:lt]
+    amp = head.rfind("&")
+    if amp != -1 and ";" not in head[amp:]:
+        head = head[:amp]
+    head = head.rstrip() + ELLIPSIS
+    return head + "\n```" if _in_code(head) else head
+
+
+def clip_plain(text: str, limit: int) -> str:
+    """Plain text (no markup) cut to ``limit`` characters with an ellipsis."""
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + ELLIPSIS
+
+
+def section(mrkdwn: str, accessory: Block | None = None) -> Block:
+    """A section block; text over Slack's 3000 characters is cut (an empty text is refused by
+    Slack, so it becomes an ellipsis)."""
+    block: Block = {"type": "section",
+                    "text": {"type": "mrkdwn", "text": clip(mrkdwn, SECTION_CHARS) or ELLIPSIS}}
+    if accessory is not None:
+        block["accessory"] = accessory
+    return block
+
+
+def context(*mrkdwn: str) -> Block:
+    """A context block of up to ten mrkdwn elements (more are dropped), each cut to 3000."""
+    elements = [{"type": "mrkdwn", "text": clip(m, CONTEXT_TEXT_CHARS) or ELLIPSIS}
+                for m in mrkdwn[:CONTEXT_ELEMENTS]]
+    return {"type": "context", "elements": elements}
+
+
+def header(text: str) -> Block:
+    """A header block (plain text, at most 150 characters)."""
+    return {"type": "header",
+            "text": {"type": "plain_text", "text": clip_plain(text, HEADER_CHARS) or ELLIPSIS}}
+
+
+def button(label: str, action_id: str, value: str, *, style: str | None = None) -> Block:
+    """A button. The label is cut to 75 characters; a value that does not fit is a bug (a
+    value cut short would name something else), so it raises."""
+    if len(value) > BUTTON_VALUE_CHARS or len(action_id) > ACTION_ID_CHARS:
+        raise ValueError(f"button value or action_id too long for Slack ({len(value)} chars)")
+    element: Block = {"type": "button", "action_id": action_id, "value": value,
+                      "text": {"type": "plain_text", "text": clip_plain(label, BUTTON_TEXT_CHARS),
+                               "emoji": True}}
+    if style:
+        element["style"] = style
+    return element
+
+
+def fit_blocks(blocks: list[Block], limit: int = MESSAGE_BLOCKS, *,
+               keep_last: int = 0) -> list[Block]:
+    """``blocks`` within Slack's block limit: when there are too many, the middle is replaced
+    by a line saying how many were left out; the last ``keep_last`` blocks (buttons) stay."""
+    if len(blocks) <= limit:
+        return blocks
+    tail = blocks[len(blocks) - keep_last:] if keep_last else []
+    head = blocks[:limit - 1 - len(tail)]
+    left_out = len(blocks) - len(head) - len(tail)
+    return [*head, context(texts.more_not_shown(left_out)), *tail]
+
+
+def fit_lines(lines: list[str], limit: int = MESSAGE_TEXT_CHARS) -> str:
+    """Lines joined into one message text of at most ``limit`` characters; when they do not
+    all fit, the last line says how many were left out."""
+    text = "\n".join(lines)
+    if len(text) <= limit:
+        return text
+    kept: list[str] = []
+    size = 0
+    for n, line in enumerate(lines):
+        tail = texts.more_not_shown(len(lines) - n)
+        if size + len(line) + len(tail) + 2 > limit:
+            return "\n".join([*kept, tail])
+        kept.append(line)
+        size += len(line) + 1
+    return text  # pragma: no cover - the whole text would have fitted
 
 
 def to_mrkdwn(markdown: str, citations: Sequence[Citation] = ()) -> str:
@@ -62,7 +195,8 @@ def to_mrkdwn(markdown: str, citations: Sequence[Citation] = ()) -> str:
     text = _FENCE.sub(lambda m: hold(f"```\n{escape(m.group(1).strip(chr(10)))}\n```"), markdown)
     text = _INLINE_CODE.sub(lambda m: hold(f"`{escape(m.group(1))}`"), text)
     text = _IMAGE_OR_LINK.sub(lambda m: hold(_link(m.group(2), m.group(1))), text)
-    text = _AUTOLINK.sub(lambda m: hold(f"<{escape(m.group(1))}>"), text)
+    # An autolink shows its URL: a "|label" inside it would let the text disguise the link.
+    text = _AUTOLINK.sub(lambda m: hold(f"<{escape(m.group(1)).replace('|', '%7C')}>"), text)
     text = _CITATION.sub(lambda m: hold(_citation(int(m.group(1)), urls)), text)
     text = escape(text)
     text = _QUOTE.sub(">", text)  # a leading ">" is mrkdwn's block quote, keep it
@@ -78,14 +212,15 @@ def to_mrkdwn(markdown: str, citations: Sequence[Citation] = ()) -> str:
 
 
 def _link(url: str, label: str) -> str:
-    if not re.match(r"(?i)^(https?|mailto):", url):
-        return escape(label)  # relative or odd links cannot be opened from Slack
-    return f"<{escape(url)}|{escape(label).replace('|', '¦')}>"
+    # Relative or odd links cannot be opened from Slack, and an overlong one cannot be cut.
+    if not re.match(r"(?i)^(https?|mailto):", url) or len(url) > LINK_URL_CHARS:
+        return escape(clip_plain(label, SOURCE_TITLE_CHARS))
+    return f"<{escape(url).replace('|', '%7C')}|{escape(label).replace('|', '¦')}>"
 
 
 def _citation(n: int, urls: dict[int, str]) -> str:
     url = urls.get(n)
-    return f"<{escape(url)}|[{n}]>" if url else f"[{n}]"
+    return _link(url, f"[{n}]") if url else f"[{n}]"
 
 
 def plain_text(markdown: str, limit: int = 300) -> str:
@@ -144,76 +279,93 @@ def _cut_point(text: str, limit: int) -> int | None:
 def answer_blocks(
     answer: Answer, answer_id: str, *, max_sources: int, wrong_source_button: bool = True
 ) -> list[Block]:
-    """The whole answer message: notice, text, sources and feedback buttons."""
-    blocks: list[Block] = []
-    if answer.notice:
-        blocks.append(_context(f":information_source: {escape(answer.notice)}"))
-    body = to_mrkdwn(answer.text, answer.citations)
-    for piece in split_sections(body)[:MAX_ANSWER_SECTIONS]:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": piece}})
-    return blocks + footer_blocks(
-        answer, answer_id, max_sources=max_sources, wrong_source_button=wrong_source_button
-    )
+    """The whole answer message: notice, text, sources and feedback buttons, in at most 50
+    blocks (an answer too long for them is cut, and says so)."""
+    head = [context(f":information_source: {escape(answer.notice)}")] if answer.notice else []
+    footer = footer_blocks(answer, answer_id, max_sources=max_sources,
+                           wrong_source_button=wrong_source_button)
+    room = min(MAX_ANSWER_SECTIONS, MESSAGE_BLOCKS - len(head) - len(footer))
+    return head + body_blocks(to_mrkdwn(answer.text, answer.citations), room) + footer
+
+
+def body_blocks(mrkdwn: str, room: int = MAX_ANSWER_SECTIONS) -> list[Block]:
+    """``mrkdwn`` as section blocks, at most ``room`` of them: what does not fit is cut at the
+    end of the last one, with a note that the rest is not shown."""
+    pieces = split_sections(mrkdwn) or [ELLIPSIS]
+    if len(pieces) > room:
+        note = texts.ANSWER_CUT
+        pieces = pieces[:room]
+        pieces[-1] = clip(pieces[-1], SECTION_CHARS - len(note) - 2) + "\n" + note
+    return [section(piece) for piece in pieces]
 
 
 def footer_blocks(
     answer: Answer, answer_id: str, *, max_sources: int, wrong_source_button: bool = True
 ) -> list[Block]:
     """What follows the answer text: the sources list and the feedback buttons."""
-    return sources_blocks(answer.citations[:max_sources]) + [
+    shown = answer.citations[:min(max_sources, MAX_SOURCES_SHOWN)]
+    return sources_blocks(shown) + [
         feedback_block(answer_id, wrong_source_button=wrong_source_button)
     ]
+
+
+def source_link(title: str, url: str | None) -> str:
+    """A document's title, escaped and cut, linked to ``url`` when it has a usable one."""
+    label = escape(clip_plain(title, SOURCE_TITLE_CHARS)).replace("|", "¦")
+    if url and len(url) <= LINK_URL_CHARS and re.match(r"(?i)^(https?|mailto):", url):
+        return f"<{escape(url).replace('|', '%7C')}|{label}>"
+    return label
 
 
 def sources_blocks(citations: Sequence[Citation]) -> list[Block]:
     """A heading and one context line per source: number, linked title, snippet."""
     if not citations:
         return []
-    blocks: list[Block] = [{"type": "divider"}, _context(texts.SOURCES_HEADING)]
+    blocks: list[Block] = [{"type": "divider"}, context(texts.SOURCES_HEADING)]
     for c in citations:
-        title = escape(c.title or texts.NO_LINK)
-        if c.url:
-            title = f"<{escape(c.url)}|{title.replace('|', '¦')}>"
-        elif c.path:
-            title = f"{title} (_{escape(PurePath(c.path).name)}_)"
+        title = source_link(c.title or texts.NO_LINK, c.url)
+        if not c.url and c.path:
+            name = clip_plain(PurePath(c.path).name, SOURCE_TITLE_CHARS)
+            title = f"{title} (_{escape(name)}_)"
         line = f"*[{c.n}]* {title}"
         if c.snippet:
             line += f"\n{escape(_shorten(c.snippet, SOURCE_SNIPPET_CHARS))}"
-        blocks.append(_context(line))
+        blocks.append(context(line))
     return blocks
 
 
 def feedback_block(answer_id: str, *, wrong_source_button: bool = True) -> Block:
     """Helpful / not helpful (/ wrong source) buttons; each button's value is the answer id."""
     buttons = [
-        _button(texts.BUTTON_HELPFUL, "helpful", answer_id, style="primary"),
-        _button(texts.BUTTON_NOT_HELPFUL, "not_helpful", answer_id),
+        button(texts.BUTTON_HELPFUL, FEEDBACK_ACTION_PREFIX + "helpful", answer_id,
+               style="primary"),
+        button(texts.BUTTON_NOT_HELPFUL, FEEDBACK_ACTION_PREFIX + "not_helpful", answer_id),
     ]
     if wrong_source_button:
-        buttons.append(_button(texts.BUTTON_WRONG_SOURCE, "wrong_source", answer_id))
+        buttons.append(button(texts.BUTTON_WRONG_SOURCE, FEEDBACK_ACTION_PREFIX + "wrong_source",
+                              answer_id))
     return {"type": "actions", "block_id": FEEDBACK_BLOCK_ID, "elements": buttons}
 
 
 def text_blocks(text: str) -> list[Block]:
-    """A plain mrkdwn message (errors, help) as section blocks."""
-    return [{"type": "section", "text": {"type": "mrkdwn", "text": piece}}
-            for piece in split_sections(text)[:MAX_ANSWER_SECTIONS]]
+    """A plain mrkdwn message (errors, help) as section blocks, within the block limit."""
+    return body_blocks(text, MESSAGE_BLOCKS)
 
 
-def _button(label: str, rating: str, answer_id: str, style: str | None = None) -> Block:
-    button: Block = {
-        "type": "button",
-        "text": {"type": "plain_text", "text": label, "emoji": True},
-        "action_id": FEEDBACK_ACTION_PREFIX + rating,
-        "value": answer_id,
-    }
-    if style:
-        button["style"] = style
-    return button
+def shown(text: str, limit: int = 300) -> str:
+    """A location, name or error as shown in a listing: escaped, on one line, cut short."""
+    return escape(clip_plain(" ".join(str(text).split()), limit))
 
 
-def _context(mrkdwn: str) -> Block:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": mrkdwn}]}
+def safe_job(job: Job) -> Job:
+    """``job`` with the parts that come from outside (its error, the paths and reasons of the
+    files that failed) escaped, for ``job_text``, which writes them into mrkdwn as they are."""
+    summary = dict(job.summary or {})
+    if summary.get("failed"):
+        summary["failed"] = [{"path": shown(f.get("path", "")), "reason": shown(f.get("reason", ""))}
+                             for f in summary["failed"]]
+    return replace(job, source=shown(job.source), summary=summary or job.summary,
+                   error=shown(job.error, 500) if job.error else job.error)
 
 
 def _shorten(text: str, limit: int) -> str:

@@ -74,8 +74,8 @@ async def finetune(bot: SlackBot, client: AsyncWebClient, ack, user: str, channe
                       response_type="ephemeral")
             return
         params["dataset"] = str(path.resolve())
-    audit.warning("Admin %s started fine-tuning the %s (%s) in %s", user, kind,
-                  ", ".join(f"{k}={v}" for k, v in params.items()), channel)
+    audit("/lorebot finetune", user=user, outcome="done", channel=channel, kind=kind,
+          params=params)
     await ack(text=f"Fine-tuning the *{kind}*; progress and the before/after table are posted "
               "here.", response_type="ephemeral")
     pending = Job(id="-", source=kind, kind="finetune", params=params, requested_by=user)
@@ -109,8 +109,8 @@ async def models(bot: SlackBot, ack, user: str, channel: str, args: list[str],
         await ack(text=MODELS_USAGE, response_type="ephemeral")
         return
     if not admin:
-        audit.warning("Refused /lorebot models %s for non-admin %s in %s", " ".join(args), user,
-                      channel)
+        audit("/lorebot models", user=user, outcome="refused", reason="not an admin",
+              channel=channel, args=args)
         await ack(text=refusal(f"models {action}"), response_type="ephemeral")
         return
     from search.finetune.registry import RegistryError
@@ -121,7 +121,8 @@ async def models(bot: SlackBot, ack, user: str, channel: str, args: list[str],
     except RegistryError as exc:
         await ack(text=f":warning: {exc}", response_type="ephemeral")
         return
-    audit.warning("Admin %s: models %s %s in %s", user, action, target, channel)
+    audit("/lorebot models", user=user, outcome="done", channel=channel, verb=action,
+          target=target)
     await ack(text=text, response_type="ephemeral")
 
 

@@ -100,3 +100,119 @@ def test_a_long_answer_stays_within_block_kit_limits():
     blocks = answer_blocks(answer, "a", max_sources=5)
     assert len(blocks) <= 50
     assert all(len(b["text"]["text"]) <= 3000 for b in blocks if b["type"] == "section")
+
+
+# -- Block Kit validity for any input (issue 14) --------------------------------------------------
+
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+from slack_sdk.models.blocks import Block  # noqa: E402
+from slack_sdk.models.views import View  # noqa: E402
+
+from handlers import render  # noqa: E402
+
+HOSTILE = ("<!channel> <!here> <!everyone> <@U0BOSS> <#C0SECRET> <https://evil.example|click> "
+           "& < > ")
+RAW_MENTIONS = ("<!channel>", "<!here>", "<!everyone>", "<@U0BOSS>", "<#C0SECRET>",
+                "<https://evil.example|click>")
+
+
+def assert_valid_message(blocks: list[dict]) -> None:
+    """Valid as Slack checks it: slack_sdk's models, plus the limits they do not check."""
+    assert 0 < len(blocks) <= render.MESSAGE_BLOCKS
+    for raw in blocks:
+        Block.parse(raw).validate_json()
+        if raw["type"] == "context":
+            assert all(0 < len(e["text"]) <= 3000 for e in raw["elements"])
+        if raw["type"] == "section":
+            assert 0 < len(raw["text"]["text"]) <= 3000
+
+
+def assert_no_raw_mentions(payload) -> None:
+    text = json.dumps(payload, ensure_ascii=False)
+    for raw in RAW_MENTIONS:
+        assert raw not in text, raw
+
+
+def test_an_answer_with_huge_titles_urls_and_snippets_is_valid_block_kit():
+    long = "x" * 5000
+    cites = tuple(Citation(n, f"{HOSTILE}{long}", f"/kb/{long}.md",
+                           f"https://wiki.example.com/{long}" if n % 2 else None,
+                           f"{HOSTILE}{long}") for n in range(1, 31))
+    answer = Answer(f"{HOSTILE}\n\n" + "A sentence [1] and more [2]. " * 600, cites,
+                    "llm", HOSTILE + long, ())
+    blocks = answer_blocks(answer, "answer-1", max_sources=30)
+    assert_valid_message(blocks)
+    assert_no_raw_mentions(blocks)
+    assert blocks[-1]["type"] == "actions"  # the feedback buttons are never cut
+    assert sum(b["type"] == "context" for b in blocks) <= 1 + 1 + render.MAX_SOURCES_SHOWN
+
+
+def test_a_14000_character_answer_fits_and_says_it_was_cut():
+    answer = Answer("word " * 2800 + "\n\n" + ("para " * 400 + "\n\n") * 200, CITES, "llm", None, ())
+    blocks = answer_blocks(answer, "a", max_sources=60)
+    assert_valid_message(blocks)
+    assert render.texts.ANSWER_CUT in json.dumps(blocks, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("max_sources", [0, 5, 200])
+def test_the_block_limit_holds_for_any_number_of_sources(max_sources):
+    cites = tuple(Citation(n, f"Doc {n}", None, f"https://k.example/{n}", "s") for n in range(1, 201))
+    answer = Answer("[1] " * 20000, cites, "llm", "notice", ())
+    assert_valid_message(answer_blocks(answer, "a", max_sources=max_sources))
+
+
+def test_text_blocks_and_helpers_stay_within_limits():
+    assert_valid_message(render.text_blocks(HOSTILE * 2000))
+    assert_valid_message(render.text_blocks(""))
+    assert_valid_message([render.header("h" * 500), render.context(*["c" * 5000] * 15),
+                          render.section("s" * 9000,
+                                         render.button("b" * 300, "act", "v" * 2000))])
+    with pytest.raises(ValueError):
+        render.button("ok", "act", "v" * 2001)  # a cut value would name something else
+    blocks = [render.section(str(n)) for n in range(120)] + [render.feedback_block("a")]
+    fitted = render.fit_blocks(blocks, keep_last=1)
+    assert_valid_message(fitted)
+    assert fitted[-1]["type"] == "actions" and "72 more" in fitted[-2]["elements"][0]["text"]
+
+
+def test_clip_never_cuts_a_link_an_escape_or_leaves_code_open():
+    assert render.clip("abc", 10) == "abc"
+    linked = "see " + "<https://example.com/" + "a" * 50 + "|doc>"
+    assert render.clip(linked, 40) == "see…"
+    assert render.clip("a &amp; b", 8) == "a…"
+    code = render.clip("```\n" + "line\n" * 100, 60)
+    assert len(code) <= 60 and code.endswith("```") and code.count("```") == 2
+
+
+def test_fit_lines_stays_within_the_message_text_limit():
+    lines = [f"• source {n}: " + "x" * 500 for n in range(108)]
+    text = render.fit_lines(lines, 10_000)
+    assert len(text) <= 10_000 and text.endswith("more not shown")
+    assert render.fit_lines(["a", "b"]) == "a\nb"
+
+
+def test_streamed_chunks_are_escaped_and_split_within_markdown_text_limit():
+    chunks = ["<!chan", "nel> hi <@U0", "BOSS> & <!here>"]
+    streamed = "".join(render.stream_chunk(c) for c in chunks)
+    assert_no_raw_mentions(streamed)
+    assert "&lt;!channel&gt;" in streamed and "&amp;" in streamed
+    pieces = render.stream_pieces(render.stream_chunk("word & " * 4000))  # 28,000 -> 36,000
+    assert all(0 < len(p) <= render.STREAM_TEXT_CHARS for p in pieces)
+    assert "".join(pieces) == render.stream_chunk("word & " * 4000)
+    assert not any(p.endswith(("&", "&a", "&am", "&amp")) for p in pieces)
+    assert render.stream_pieces("x" * 30_000) == ["x" * 12_000, "x" * 12_000, "x" * 6_000]
+
+
+def test_llm_links_with_overlong_or_piped_urls_stay_links_or_plain_labels():
+    long = to_mrkdwn(f"[the doc](https://example.com/{'a' * 5000})")
+    assert long == "the doc"
+    piped = to_mrkdwn("[doc](https://example.com/a|b)")
+    assert piped == "<https://example.com/a%7Cb|doc>"
+    assert_no_raw_mentions(to_mrkdwn(HOSTILE))
+
+
+def test_views_built_with_the_limits_validate():
+    view = View(type="home", blocks=[render.section(str(n)) for n in range(render.VIEW_BLOCKS)])
+    view.validate_json()
