@@ -22,6 +22,7 @@ from bot.jobs.queue import Job
 from bot.jobs.texts import job_text
 from bot.jobs.training import MODEL_KINDS
 from handlers.access import audit, refusal
+from handlers.render import shown
 
 if TYPE_CHECKING:
     from bot.slack.app import SlackBot
@@ -53,7 +54,7 @@ def parse_finetune(args: list[str]) -> tuple[str, dict] | str:
                 and int(value) > 0:
             params["max_steps" if key.lower() == "steps" else key.lower()] = int(value)
         else:
-            return f"I don't understand `{arg}`. {FINETUNE_USAGE}"
+            return f"I don't understand `{shown(arg, 100)}`. {FINETUNE_USAGE}"
     return args[0].lower(), params
 
 
@@ -68,7 +69,7 @@ async def finetune(bot: SlackBot, client: AsyncWebClient, ack, user: str, channe
     if "dataset" in params:
         path = Path(params["dataset"]).expanduser()
         if not await asyncio.to_thread(path.is_dir):
-            await ack(text=f":warning: There is no directory `{params['dataset']}` on the bot's "
+            await ack(text=f":warning: There is no directory `{shown(params['dataset'])}` on the bot's "
                       "host. Name a BEIR dataset directory (corpus.jsonl, queries.jsonl, "
                       "qrels/train.tsv), or leave `dataset=` out to train on the live index.",
                       response_type="ephemeral")
@@ -119,7 +120,7 @@ async def models(bot: SlackBot, ack, user: str, channel: str, args: list[str],
     try:
         text = await asyncio.to_thread(_change, registry, action, target)
     except RegistryError as exc:
-        await ack(text=f":warning: {exc}", response_type="ephemeral")
+        await ack(text=f":warning: {shown(str(exc), 3000)}", response_type="ephemeral")
         return
     audit("/lorebot models", user=user, outcome="done", channel=channel, verb=action,
           target=target)
@@ -160,10 +161,10 @@ def models_text(registry) -> str:
         lines.append("No fine-tuned candidates yet. An admin can train one with "
                      "`/lorebot finetune adapter|reranker|embedder`.")
         return "\n".join(lines)
-    shown = cands[-SHOWN_CANDIDATES:]
-    more = f" (the latest {len(shown)} of {len(cands)})" if len(cands) > len(shown) else ""
+    latest = cands[-SHOWN_CANDIDATES:]
+    more = f" (the latest {len(latest)} of {len(cands)})" if len(cands) > len(latest) else ""
     lines.append(f"*Candidates*{more}")
-    for c in shown:
+    for c in latest:
         val = (c.metrics or {}).get("validation", {})
         b, a = val.get("before", {}).get("ndcg@10"), val.get("after", {}).get("ndcg@10")
         score = (f"validation nDCG@10 {b:.4f} → {a:.4f}" if a is not None and b is not None

@@ -82,7 +82,8 @@ def _queue(settings, client):
 
 
 async def source_rows(registry, index) -> list[dict]:
-    """Registry and index stats merged: one row per source either knows."""
+    """Registry and index stats merged: one row per source either knows. Without the registry
+    (``None``: Redis down) nothing is known of a source but its counts: ``public`` is None."""
     from bot.cli.commands import _iso
 
     stats = {s.source: s for s in await index.source_stats()}
@@ -99,7 +100,8 @@ async def source_rows(registry, index) -> list[dict]:
         })
     for st in stats.values():
         rows.append({
-            "source": st.source, "type": None, "location": None, "public": True,
+            "source": st.source, "type": None, "location": None,
+            "public": True if registry is not None else None,
             "allowed_channels": [], "documents": st.documents, "chunks": st.chunks,
             "last_indexed": _iso(st.last_indexed), "last_run": None, "last_summary": None,
             "last_error": None, "registered": False,
@@ -113,23 +115,39 @@ async def cmd_sources_list(args) -> int:
     from bot.runtime.factories import open_index
     from bot.settings import Settings
     from bot.sources.registry import SourceRegistry
+    from bot.state.redis import RedisUnavailableError, redacted, redis_url
 
     settings = Settings()
     index = open_index(settings)
+    unavailable: Exception | None = None
     try:
-        async with _redis(settings) as client:
-            registry = SourceRegistry(client, settings.redis.key_prefix)
-            try:
-                rows = await source_rows(registry, index)
-            except (RedisError, OSError) as exc:
-                logger.warning("Source registry unavailable (%s): listing the index only", exc)
-                rows = await source_rows(None, index)
+        try:
+            async with _redis(settings) as client:
+                try:
+                    rows = await source_rows(SourceRegistry(client, settings.redis.key_prefix),
+                                             index)
+                except (RedisError, OSError) as exc:
+                    unavailable = exc
+        except RedisUnavailableError as exc:  # the embedded Valkey would not start
+            unavailable = exc
+        if unavailable is not None:
+            rows = await source_rows(None, index)
     finally:
         await index.close()
+    if unavailable is not None:
+        # Said on stderr (stdout stays the listing, JSON included) and in the exit code: the
+        # listing is partial, without the registered sources' types and restrictions.
+        url = redis_url(settings)
+        where = redacted(url) if url else "the embedded Valkey"
+        logger.debug("Source registry unavailable: %s", unavailable)
+        print(f"lorebot: warning: the source registry ({where}) does not answer: listing only "
+              "what the index holds, without types or restrictions. Start Redis, or check "
+              "LOREBOT_REDIS__URL.", file=sys.stderr)
     if args.json:
         print_json(rows)
     elif not rows:
-        print("No sources yet. Try `lorebot sources add PATH_OR_URL` or `lorebot index PATH`.")
+        print("No sources in the index." if unavailable is not None else
+              "No sources yet. Try `lorebot sources add PATH_OR_URL` or `lorebot index PATH`.")
     else:
         for r in rows:
             kind = f" [{r['type']}{'' if r['public'] else ', restricted'}]" if r["registered"] else ""
@@ -137,7 +155,7 @@ async def cmd_sources_list(args) -> int:
                   f"last indexed {r['last_indexed']}")
             if r["last_error"]:
                 print(f"  last run failed: {r['last_error']}")
-    return EXIT_OK
+    return EXIT_PARTIAL if unavailable is not None else EXIT_OK
 
 
 async def cmd_sources_add(args) -> int:
