@@ -15,7 +15,7 @@ from slack_sdk.models.views import View
 from bot.jobs.queue import Job
 from bot.sources.registry import Source
 from handlers.admin import REGISTRY_DOWN, REMOVE_CONFIRM
-from handlers.home import home_view
+from handlers.home import HOME_REINDEX, home_view
 from tests.handlers.conftest import ALICE, CHANNEL, running_bot
 from tests.support.fake_slack import API_APP_ID, TEAM_ID
 from tests.support.valkey import start_valkey, url_of
@@ -70,8 +70,10 @@ async def test_add_refuses_unknown_options_and_extra_words_with_the_usage(h, tmp
 
 
 async def test_status_and_sources_hide_restricted_sources_from_non_admins(h, tmp_path):
-    await h.bot.sources.add(Source("handbook", "folder", str(tmp_path)))
-    await h.bot.sources.add(Source("secret-plans", "folder", str(tmp_path), public=False,
+    (tmp_path / "handbook").mkdir()
+    (tmp_path / "secret").mkdir()
+    await h.bot.sources.add(Source("handbook", "folder", str(tmp_path / "handbook")))
+    await h.bot.sources.add(Source("secret-plans", "folder", str(tmp_path / "secret"), public=False,
                                    allowed_channels=(SECRET_CHANNEL,)))
     for name in ("handbook", "secret-plans", "ghost-source"):
         await h.bot.jobs.enqueue(name, requested_by=ADMIN)
@@ -115,10 +117,15 @@ async def test_forged_remove_buttons_are_refused_and_audited(h, tmp_path, caplog
     assert await h.bot.sources.get("kb") is not None
     assert "Only lorebot admins" in h.slack.responses[0]["text"]
     assert "There is no source named" in h.slack.responses[1]["text"]
+    await h.sender.action(click(h, ADMIN, "no-such", action_id=HOME_REINDEX))
+    await h.slack.wait_for(lambda: h.slack.calls_to("views.publish"))
     refused = audit_records(caplog)
-    assert [(r["user"], r["outcome"], r["reason"]) for r in refused] == [
-        (ALICE, "refused", "not an admin"), (ADMIN, "refused", "no such source")]
+    assert [(r["action"], r["user"], r["outcome"], r["reason"]) for r in refused] == [
+        ("remove source", ALICE, "refused", "not an admin"),
+        ("remove source", ADMIN, "refused", "no such source"),
+        ("home reindex", ADMIN, "refused", "no such source")]
     assert refused[1]["source"] == "no-such\nWARNING lorebot.audit: forged"
+    assert await h.bot.jobs.recent() == []
 
 
 async def test_with_redis_down_commands_give_a_notice_not_a_500(data_dir, tmp_path, caplog):
@@ -133,6 +140,10 @@ async def test_with_redis_down_commands_give_a_notice_not_a_500(data_dir, tmp_pa
                 assert sent.status == 200, text
                 assert sent.json()["text"] == REGISTRY_DOWN, text
             assert {r["outcome"] for r in audit_records(caplog)} == {"failed"}
+            await h.sender.event({"type": "app_home_opened", "user": ALICE, "channel": "D0A",
+                                  "tab": "home"})
+            [published] = await h.slack.wait_for(lambda: h.slack.calls_to("views.publish"))
+            assert REGISTRY_DOWN in json.dumps(published.args, ensure_ascii=False)
     finally:
         if server.is_running():
             server.stop()
@@ -149,7 +160,8 @@ def assert_valid(blocks, limit=50):
 async def test_home_and_remove_confirm_are_valid_for_108_sources_with_huge_locations(h, tmp_path):
     long_url = "https://wiki.example.com/" + "p" * 5000
     for n in range(108):
-        await h.bot.sources.add(Source(f"site-{n:03d}", "crawl", long_url, last_error="<!channel> " * 600))
+        await h.bot.sources.add(Source(f"site-{n:03d}", "crawl", f"{long_url}/{n}",
+                                       last_error="<!channel> " * 600))
     for admin in (True, False):
         view = await home_view(h.bot, admin=admin, notice="x" * 5000)
         View(**view).validate_json()
