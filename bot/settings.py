@@ -174,6 +174,9 @@ class SlackSettings(BaseModel):
         1.0, ge=0.2, description="At most one streaming update per this many seconds."
     )
     progress_reaction: str = Field("mag", description="Reaction shown while searching.")
+    drain_s: float = Field(
+        20.0, ge=0, description="On shutdown, answers in flight get this long to finish; the "
+        "askers of the rest are told to ask again.")
     rate_limit: int = Field(10, ge=0, description="Questions per user per window; 0: no limit.")
     rate_limit_window_s: int = Field(60, ge=1, description="The rate limit window in seconds.")
     wrong_source_button: bool = Field(True, description="Offer a 'Wrong source' feedback button.")

@@ -34,7 +34,6 @@ if TYPE_CHECKING:  # settings import pydantic: kept out of `lorebot --help`
 logger = logging.getLogger(__name__)
 
 SlackMode = Literal["socket", "http"]
-DRAIN_S = 30.0
 
 
 def add_parser(sub) -> None:
@@ -145,7 +144,7 @@ async def serve_http(settings: Settings, host: str | None, port: int | None, *,
         try:
             await until_stopped()
         finally:
-            await server.stop(DRAIN_S)
+            await server.stop(settings.slack.drain_s)
     return EXIT_OK
 
 
@@ -160,7 +159,7 @@ async def serve_socket(settings: Settings, *, index_sample: bool = False) -> int
             await until_stopped()
         finally:
             await handler.close_async()
-            await bot.drain(DRAIN_S)
+            await bot.drain(settings.slack.drain_s)
     return EXIT_OK
 
 
