@@ -103,6 +103,17 @@ def validate(source: Source) -> Source:
     return source
 
 
+def _same_place(a: Source, b: Source) -> bool:
+    """Whether two sources would index the same documents: the same folder (or one inside the
+    other), the same web location, the same Slack conversation."""
+    if a.type == "folder" and b.type == "folder":
+        x, y = Path(a.location), Path(b.location)  # resolved by `validate`
+        return x == y or x in y.parents or y in x.parents
+    if a.type in WEB_TYPES and b.type in WEB_TYPES:
+        return a.location.rstrip("/").lower() == b.location.rstrip("/").lower()
+    return a.type == b.type and a.location == b.location
+
+
 class SourceRegistry:
     """Sources in one Redis hash (name → JSON). ``client`` is a ``redis.asyncio.Redis`` with
     ``decode_responses=True``."""
@@ -128,6 +139,13 @@ class SourceRegistry:
 
     async def add(self, source: Source) -> Source:
         source = validate(source)
+        for other in await self.list():
+            if other.name != source.name and _same_place(other, source):
+                # One folder or site under two names would index every document twice.
+                raise SourceRegistryError(
+                    f"{source.location} is already indexed as source '{other.name}' "
+                    f"({other.type} {other.location}); reindex that source, or remove it first"
+                )
         if not await self.client.hsetnx(self.key, source.name, json.dumps(source.as_dict())):
             raise SourceRegistryError(
                 f"a source named {source.name!r} exists already; pick another name or remove it"

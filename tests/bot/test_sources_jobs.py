@@ -58,7 +58,8 @@ async def test_registry_add_list_remove_and_channels(client, tmp_path):
     assert await reg.remove("secret") and not await reg.remove("secret")
     # "secret" is unregistered but still indexed, "cli-indexed" never was: neither is searched.
     assert await policy.sources_for("C2") == ["handbook"]
-    await reg.add(Source("cli-indexed", "folder", str(tmp_path)))
+    (tmp_path.parent / f"{tmp_path.name}-cli").mkdir()  # not handbook's folder: refused then
+    await reg.add(Source("cli-indexed", "folder", str(tmp_path.parent / f"{tmp_path.name}-cli")))
 
     async def registered_only():
         return ["handbook", "cli-indexed"]
