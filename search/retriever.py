@@ -94,6 +94,7 @@ class Retriever:
                 "search mode 'rerank' needs a reranker: set LOREBOT_SEARCH__RERANKER_MODEL to a "
                 "CrossEncoder name or path, or use --mode hybrid"
             )
+        query = clean_query(query)
         if not query.strip():
             return []
         if mode == "bm25":
@@ -134,3 +135,18 @@ class Retriever:
             self.embedder.embed_query(query), self.index.bm25(query, depth, sources)
         )
         return lexical, await self.index.knn(vector, depth, sources)
+
+
+def clean_query(query: str) -> str:
+    """A query every tokenizer and index accepts: bytes that were not UTF-8 (a Latin-1 terminal,
+    ``$'vpn \\xff'``; Python keeps them as lone surrogates, which tokenizers reject with a
+    TypeError) become U+FFFD, as do other lone surrogates."""
+    try:
+        query.encode("utf-8")
+        return query
+    except UnicodeEncodeError:
+        pass
+    try:
+        return query.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that did not come from undecodable bytes
+        return query.encode("utf-8", "replace").decode("utf-8")

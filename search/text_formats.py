@@ -148,7 +148,17 @@ def clean_title(title: str | None) -> str | None:
         return None
     # PDFs printed from Office keep the application's window title as their /Title.
     title = re.sub(r"^Microsoft (?:Word|PowerPoint|Excel) - ", "", title.strip())
-    return clean_heading(title) or None
+    title = clean_heading(title)
+    # Tools fill an unset title with a placeholder; the file's name says more than any of them.
+    return None if _PLACEHOLDER_TITLE.fullmatch(title) else title or None
+
+
+_PLACEHOLDER_TITLE = re.compile(
+    r"(?i)(?:untitled|untitled document|no title|title|none|null|\(?anonymous\)?|"
+    r"document\s*\d*|presentation\s*\d*|book\s*\d*|untitled[-\s]*\d+|"
+    r"(?:powerpoint|excel|word) (?:presentation|document|workbook)|slide\s*\d+|sheet\s*\d+)"
+    r"(?:\.(?:docx?|pptx?|xlsx?|pdf|odt|rtf|txt|indd|ai))?"
+)
 
 
 def prettify_stem(stem: str) -> str:
