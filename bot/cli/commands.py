@@ -89,7 +89,7 @@ async def cmd_index(args) -> int:
 def _print_summary(summary) -> None:
     print(
         f"added {summary.added}, updated {summary.updated}, unchanged {summary.unchanged}, "
-        f"removed {summary.removed}, failed {len(summary.failed)}; "
+        f"removed {summary.removed}, skipped {len(summary.failed)}; "
         f"{summary.chunks} chunks embedded in {summary.seconds:.1f} s"
     )
     for failure in summary.failed:

@@ -3,6 +3,7 @@ stop signal."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import signal
@@ -10,6 +11,17 @@ import sys
 
 MODES = ("bm25", "dense", "hybrid", "rerank")
 SAMPLE_QUESTION = "How do I add my own documents to lorebot?"
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of 1 or more (`-k 0` is refused, with the reason)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 async def until_stopped() -> None:

@@ -1,8 +1,10 @@
-"""`lorebot eval`: parser here, implementation in bot.cli.commands (kept apart to stay small)."""
+"""`lorebot eval`: parser here, implementation in bot.training.evaluation (kept apart to stay small)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from bot.cli.common import positive_int
 
 
 def add_parser(sub) -> None:
@@ -14,5 +16,6 @@ def add_parser(sub) -> None:
     p.add_argument("--split", default="test", help="qrels split (default test)")
     p.add_argument("--mode", default="bm25,dense,hybrid",
                    help="comma-separated modes (default bm25,dense,hybrid; add rerank if configured)")
-    p.add_argument("--max-queries", type=int, metavar="N", help="evaluate the first N queries only")
+    p.add_argument("--max-queries", type=positive_int, metavar="N",
+                   help="evaluate the first N queries only (no published figures beside them)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")

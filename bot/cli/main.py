@@ -9,20 +9,10 @@ import os
 import sys
 from pathlib import Path
 
-from bot.cli.common import MODES, SAMPLE_QUESTION
+from bot.cli.common import MODES, SAMPLE_QUESTION, positive_int
 from bot.console import EXIT_ERROR, CliError, print_error
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

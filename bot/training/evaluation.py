@@ -66,6 +66,8 @@ async def run_eval(args, settings: Settings) -> int:
         if args.dataset is not None:
             total = await _announce(services, data, len(queries), modes)
             await _index_corpus(services, data, total=total)
+        else:
+            await _check_answers(services, questions, args.questions)
         await services.retriever.search("warm up", mode=modes[-1], k=1)  # load models first
         result = await _with_progress(
             lambda progress: evaluate(
@@ -83,6 +85,24 @@ async def run_eval(args, settings: Settings) -> int:
         write_json(result, args.json)
         print(f"wrote {args.json}", file=sys.stderr)
     return EXIT_OK
+
+
+async def _check_answers(services, questions, file: Path) -> None:
+    """Warn about every answer entry that matches no indexed document: it can only score 0."""
+    from types import SimpleNamespace
+
+    stored = await services.index.documents()
+    if not stored:
+        raise CliError("the knowledge base is empty: `lorebot eval --questions` searches the live "
+                       "index; index your documents first with `lorebot index PATH`")
+    found = {questions.matcher.key(SimpleNamespace(doc_id=d.doc_id, path=d.path, url=d.url))
+             for d in stored.values()}
+    for qid, answers in questions.qrels.items():
+        for entry in answers:
+            if entry not in found:
+                print(f"lorebot: warning: {file}: the answer {entry} of question {qid} matches no "
+                      "indexed document (a wrong path, or not indexed?); it can only score 0",
+                      file=sys.stderr)
 
 
 async def _announce(services, data, n_queries: int, modes: list[str]) -> int:

@@ -45,7 +45,6 @@ def _corpus_indexed(data_dir, name: str) -> bool:
 @pytest.mark.parametrize("argv, message", [
     (("--mode", "bm25,rerank"), "mode rerank needs a reranker"),
     (("--mode", "bm25,hybird"), "unknown mode hybird"),
-    (("--max-queries", "0"), "--max-queries must be 1 or more"),
     (("--json", "no/such/folder/out.json"), "does not exist"),
 ])
 def test_a_bad_argument_fails_before_the_corpus_is_indexed(
@@ -62,7 +61,7 @@ def test_the_indexing_is_announced_and_progress_is_printed_to_a_log(
     import bot.console
 
     monkeypatch.setattr(bot.console, "PROGRESS_EVERY_S", 0.0)
-    code, out, err = run(capsys, "eval", "--dataset", str(tiny_beir), "--split", "train",
+    code, _out, err = run(capsys, "eval", "--dataset", str(tiny_beir), "--split", "train",
                          "--mode", "bm25,dense")
     assert code == 0, err
     lines = err.splitlines()
@@ -74,7 +73,7 @@ def test_the_indexing_is_announced_and_progress_is_printed_to_a_log(
     assert any(x.startswith("evaluating: ") and "/16 searches" in x for x in lines)
     assert announce < next(i for i, x in enumerate(lines) if x.startswith("corpus: "))
     # A second run: nothing new to embed, and it says so instead of an estimate.
-    code, out, err = run(capsys, "eval", "--dataset", str(tiny_beir), "--split", "train",
+    code, _out, err = run(capsys, "eval", "--dataset", str(tiny_beir), "--split", "train",
                          "--mode", "bm25")
     assert code == 0 and "indexed already" in err and "chunks at" not in err
 
@@ -120,3 +119,31 @@ def test_rerank_uses_the_promoted_reranker(capsys, data_dir, tiny_beir, fake_mod
     assert code == 0, err
     assert chosen == [str(registry.path(cand.id))] and KeepOrderReranker.calls >= 8
     assert "rerank" in out
+
+
+def test_a_question_whose_answer_matches_no_indexed_document_is_warned_about(
+        capsys, data_dir, kb, fake_models, tmp_path):  # noqa: F811
+    import json
+
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("\n".join(json.dumps(q) for q in [
+        {"id": "files", "question": "How do I choose which files get indexed?",
+         "answers": ["kb/indexing.md"]},
+        {"id": "typo", "question": "What is the hotel budget?",
+         "answers": ["kb/travel-polcy.pdf"]},
+    ]) + "\n")
+    code, _out, err = run(capsys, "eval", "--questions", str(questions), "--mode", "bm25")
+    assert code == 2 and "knowledge base is empty" in err  # nothing indexed yet: said at once
+    code, _out, err = run(capsys, "index", str(kb), "--source", "kb")
+    code, _out, err = run(capsys, "eval", "--questions", str(questions), "--mode", "bm25")
+    assert code == 0, err
+    warnings = [x for x in err.splitlines() if "warning" in x]
+    assert len(warnings) == 1 and "travel-polcy.pdf" in warnings[0] and "typo" in warnings[0]
+    assert "matches no indexed document" in warnings[0]
+
+
+def test_max_queries_must_be_positive_at_parse_time(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--dataset", "x", "--max-queries", "0"])
+    err = capsys.readouterr().err
+    assert err.startswith("usage: lorebot eval") and "must be 1 or more" in err

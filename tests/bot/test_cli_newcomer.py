@@ -209,6 +209,22 @@ def test_run_with_only_the_bot_token_names_the_missing_token(capsys, data_dir, m
     assert code == 2 and "LOREBOT_SLACK__BOT_TOKEN" in err and "missing" in err
 
 
+def test_search_in_a_source_that_does_not_exist_says_so(capsys, data_dir, kb, fake_models):
+    code, _out, err = run(capsys, "index", str(kb), "--source", "handbook")
+    code, _out, err = run(capsys, "search", "hotel", "--source", "nosuch")
+    assert code == 2
+    assert error_lines(err) == ["lorebot: error: no such source: nosuch (indexed: handbook)"]
+
+
+def test_the_index_summary_and_its_lines_use_one_word(capsys, data_dir, tmp_path, fake_models):
+    (tmp_path / "kb").mkdir()
+    (tmp_path / "kb" / "a.md").write_text("# A\n\nThe cafeteria opens at noon.\n")
+    (tmp_path / "kb" / "b.pdf").write_bytes(b"not a pdf")
+    code, out, _err = run(capsys, "index", str(tmp_path / "kb"))
+    assert code == 1
+    assert "skipped 1;" in out and "  skipped " in out and "failed" not in out
+
+
 # -- item 6: the demo never touches the knowledge base -----------------------------------------
 
 
