@@ -24,7 +24,8 @@ def audit(action: str, *, user: str | None, outcome: str, **fields: Any) -> None
     quotes are escaped, and cannot forge a record of its own. ``outcome``: done | refused |
     failed; ``fields``: what the action was about (channel, source, text, reason, …)."""
     record = {"ts": round(time.time(), 3), "action": action, "outcome": outcome, "user": user,
-              **fields}
+              # For people reading the log (made of the fixed parts only, never user input).
+              "summary": f"{outcome.capitalize()}: {action} by {user}", **fields}
     # ensure_ascii: control and line-separator characters (U+2028…) come out as \u escapes.
     audit_log.warning("%s", json.dumps(record, ensure_ascii=True, default=str))
 

@@ -274,7 +274,8 @@ async def test_the_home_tab_shows_sources_and_jobs_and_admins_can_reindex(admin_
     (tmp_path / "kb").mkdir()
     (tmp_path / "kb" / "a.md").write_text("# A\n\nThe cafeteria opens at noon.\n")
     await h.bot.sources.add(Source("notes", "folder", str(tmp_path / "kb")))
-    await h.bot.sources.add(Source("hidden", "folder", str(tmp_path / "kb"), public=False))
+    (tmp_path / "hidden").mkdir()  # one folder cannot be two sources
+    await h.bot.sources.add(Source("hidden", "folder", str(tmp_path / "hidden"), public=False))
 
     def view_of(call):
         view = call.args["view"]
