@@ -44,12 +44,20 @@ def register(app: AsyncApp, bot: SlackBot) -> None:
                   source=action.get("value"))
             await publish_home(bot, client, user, notice=refusal("reindex"))
             return
-        if await bot.sources.get(action["value"]) is None:  # a forged or stale button
-            audit("home reindex", user=user, outcome="refused", reason="no such source",
+        try:
+            if await bot.sources.get(action["value"]) is None:  # a forged or stale button
+                audit("home reindex", user=user, outcome="refused", reason="no such source",
+                      source=action["value"])
+                await publish_home(bot, client, user,
+                                   notice="That source does not exist (any more).")
+                return
+            job, created = await bot.jobs.enqueue(action["value"], requested_by=user)
+        except (RedisError, OSError) as exc:
+            logger.warning("Home reindex of %r failed: Redis unavailable (%s)", action["value"], exc)
+            audit("home reindex", user=user, outcome="failed", reason="registry unavailable",
                   source=action["value"])
-            await publish_home(bot, client, user, notice="That source does not exist (any more).")
+            await publish_home(bot, client, user)  # shows the registry notice
             return
-        job, created = await bot.jobs.enqueue(action["value"], requested_by=user)
         audit("home reindex", user=user, outcome="done", source=action["value"])
         notice = (f"Reindex of *{job.source}* queued." if created
                   else f"A reindex of *{job.source}* is already {job.state}.")

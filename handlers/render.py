@@ -85,7 +85,7 @@ def stream_pieces(text: str, limit: int = STREAM_TEXT_CHARS) -> list[str]:
         cut = max(text.rfind("\n", limit // 2, limit), text.rfind(" ", limit // 2, limit))
         cut = cut + 1 if cut > 0 else limit
         amp = text.rfind("&", max(0, cut - 5), cut)
-        if amp != -1 and ";" not in text[amp:cut]:
+        if amp > 0 and ";" not in text[amp:cut]:
             cut = amp
         pieces.append(text[:cut])
         text = text[cut:]

@@ -73,9 +73,8 @@ def build_web_app(app: AsyncApp, bot: SlackBot) -> web.Application:
             logger.warning("Rejected a signed request from %s whose body does not parse (%s)",
                            request.remote, type(exc).__name__)
             return _refuse(400, "malformed body")
-        if not isinstance(body, dict):
-            logger.warning("Rejected a signed request from %s whose body is not an object",
-                           request.remote)
+        if (problem := malformed(body)) is not None:
+            logger.warning("Rejected a signed request from %s: %s", request.remote, problem)
             return _refuse(400, "malformed body")
         is_event = body.get("type") == "event_callback"
         retry = headers.get("X-Slack-Retry-Num")
@@ -131,6 +130,48 @@ def _signed(secret: bytes, raw: bytes, timestamp: str | None, signature: str) ->
     base = b"v0:" + timestamp.encode() + b":" + raw
     expected = "v0=" + hmac.new(secret, base, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, signature)
+
+
+# The parts of a payload bolt's middleware and lorebot's listeners read, with the JSON type
+# Slack gives them: a signed payload of another shape is refused rather than left to fail deep
+# inside bolt (a 500, or a traceback for an event acknowledged already).
+_OBJECTS = ("event", "user", "team", "channel", "container", "message", "view", "enterprise",
+            "state", "assistant_thread")
+_LISTS = ("actions", "authorizations")
+_EVENT_STRINGS = ("type", "subtype", "channel", "user", "text", "ts", "thread_ts", "event_ts",
+                  "team", "channel_type", "bot_id", "tab")
+
+
+def malformed(body: object) -> str | None:
+    """Why a parsed payload is not one Slack would send (None: it is)."""
+    if not isinstance(body, dict):
+        return "the body is not an object"
+    if not isinstance(body.get("type", ""), str):
+        return "'type' is not a string"
+    for key in _OBJECTS:
+        if key in body and not isinstance(body[key], dict):
+            return f"'{key}' is not an object"
+    for key in _LISTS:
+        if key in body and not (isinstance(body[key], list)
+                                and all(isinstance(item, dict) for item in body[key])):
+            return f"'{key}' is not a list of objects"
+    event = body.get("event", {})
+    for key in _EVENT_STRINGS:
+        if key in event and event[key] is not None and not isinstance(event[key], str):
+            return f"the event's '{key}' is not a string"
+    if body.get("type") == "event_callback" and not isinstance(event.get("type"), str):
+        return "an event callback without an event type"
+    if "command" in body and not all(isinstance(body.get(k), str) and body[k]
+                                     for k in ("command", "user_id", "channel_id")):
+        return "a slash command without its user or channel"
+    if body.get("type") == "block_actions":
+        if not isinstance(body.get("user", {}).get("id"), str):
+            return "an interaction without its user"
+        for action in body.get("actions", []):
+            if not isinstance(action.get("action_id"), str) or not isinstance(
+                    action.get("value", ""), str):
+                return "an action without a string action_id or value"
+    return None
 
 
 def _refuse(status: int, error: str) -> web.Response:

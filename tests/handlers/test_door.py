@@ -65,6 +65,18 @@ async def test_bad_bodies_and_timestamps_get_400_or_401_never_500(harness, caplo
         status, _ = await _post_raw(h.sender.url, good, headers)
         assert status == 401, timestamp
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    # Signed, well-formed, but not what Slack sends: never a 500 either.
+    odd = [b'{"type": ["event_callback"]}', b'{"type": "event_callback", "event": "x"}',
+           b'{"type": "event_callback", "event": {"type": "message", "channel": 5}}',
+           b'{"type": "block_actions", "actions": "x", "user": 7}', b'{}']
+    for body in odd:
+        status, text = await _post_raw(h.sender.url, body, _signed_headers(body))
+        assert status < 500, (body, status, text)
+    for form in (b"payload=%7B%22type%22%3A%22block_actions%22%2C%22actions%22%3A5%7D",
+                 b"command=%2Florebot&text=status", b"a=b"):
+        headers = _signed_headers(form, "application/x-www-form-urlencoded")
+        status, text = await _post_raw(h.sender.url, form, headers)
+        assert status < 500, (form, status, text)
     await h.slack.settle(0.2)
     assert h.slack.bot_messages() == [] and h.retriever.calls == []
 
