@@ -149,13 +149,13 @@ def malformed(body: object) -> str | None:
     if not isinstance(body.get("type", ""), str):
         return "'type' is not a string"
     for key in _OBJECTS:
-        if key in body and not isinstance(body[key], dict):
+        if body.get(key) is not None and not isinstance(body[key], dict):  # null: Slack's "none"
             return f"'{key}' is not an object"
     for key in _LISTS:
-        if key in body and not (isinstance(body[key], list)
+        if body.get(key) is not None and not (isinstance(body[key], list)
                                 and all(isinstance(item, dict) for item in body[key])):
             return f"'{key}' is not a list of objects"
-    event = body.get("event", {})
+    event = body.get("event") or {}
     for key in _EVENT_STRINGS:
         if key in event and event[key] is not None and not isinstance(event[key], str):
             return f"the event's '{key}' is not a string"
@@ -165,9 +165,9 @@ def malformed(body: object) -> str | None:
                                      for k in ("command", "user_id", "channel_id")):
         return "a slash command without its user or channel"
     if body.get("type") == "block_actions":
-        if not isinstance(body.get("user", {}).get("id"), str):
+        if not isinstance((body.get("user") or {}).get("id"), str):
             return "an interaction without its user"
-        for action in body.get("actions", []):
+        for action in body.get("actions") or []:
             if not isinstance(action.get("action_id"), str) or not isinstance(
                     action.get("value", ""), str):
                 return "an action without a string action_id or value"

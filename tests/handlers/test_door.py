@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from bot.slack.server import ReplayMemory
+from bot.slack.server import ReplayMemory, malformed
 from bot.state.redis import RedisGuard, make_client
 from bot.settings import RedisSettings
 from tests.handlers.conftest import CHANNEL, running_bot
@@ -79,6 +79,20 @@ async def test_bad_bodies_and_timestamps_get_400_or_401_never_500(harness, caplo
         assert status < 500, (form, status, text)
     await h.slack.settle(0.2)
     assert h.slack.bot_messages() == [] and h.retriever.calls == []
+
+
+def test_payloads_as_slack_sends_them_are_well_formed():
+    # Slack sends null for "no enterprise" / "no team" (org-wide installs) and nested objects.
+    assert malformed({"type": "block_actions", "enterprise": None, "team": None,
+                      "user": {"id": "U1"}, "actions": [{"action_id": "a", "value": "v"}],
+                      "container": {"type": "view"}, "view": {"id": "V1"}}) is None
+    assert malformed({"type": "event_callback", "authorizations": [{"team_id": "T"}],
+                      "event": {"type": "message", "subtype": "message_changed",
+                                "channel": "C1", "message": {"text": "x"}}}) is None
+    assert malformed({"command": "/lorebot", "user_id": "U1", "channel_id": "C1",
+                      "text": ""}) is None
+    assert malformed({"type": "url_verification", "challenge": "c"}) is None
+    assert malformed({"type": "block_actions", "user": None}) is not None
 
 
 async def test_the_signature_covers_the_raw_bytes(harness):
