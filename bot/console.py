@@ -39,6 +39,38 @@ def about(seconds: float) -> str:
     return f"about {seconds / 3600:.1f} h"
 
 
+def interrupt_notice(index):
+    """An async context manager around an index run: interrupted (Ctrl-C), it says whether the
+    index was left unchanged, from the index's version when it has one (a run is one
+    transaction, so it is, unless the interrupt came during the commit), and re-raises."""
+    import asyncio
+    import contextlib
+    import sys
+
+    async def version():
+        if (get := getattr(index, "version", None)) is None:
+            return None
+        try:
+            return await get()
+        except Exception:  # noqa: BLE001 - only used to word a message
+            return None
+
+    @contextlib.asynccontextmanager
+    async def notice():
+        before = await version()
+        try:
+            yield
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            if before is not None and await version() != before:
+                print("Interrupted while the index was being written; the run was committed.",
+                      file=sys.stderr)
+            else:
+                print("Interrupted: nothing was written, the index is unchanged.", file=sys.stderr)
+            raise
+
+    return notice()
+
+
 class IndexProgress:
     """Follows an index run as it does the work: documents read (the indexer's ``on_progress``)
     and chunks embedded (:meth:`follow` wraps the indexer's embedder), with the embedding rate

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from pathlib import Path
 
-from bot.console import EXIT_OK, EXIT_PARTIAL, CliError, IndexProgress, print_json
+from bot.console import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    CliError,
+    IndexProgress,
+    interrupt_notice,
+    print_json,
+)
 from bot.settings import Settings
 
 DOCS_DIR = Path(__file__).resolve().parents[2] / "docs"
@@ -34,33 +40,15 @@ async def index_paths(services, paths, *, source: str | None, include=None, excl
     files = discover(paths, include=include or ("**/*",), exclude=(*DEFAULT_EXCLUDES, *(exclude or ())))
     max_bytes = int(services.settings.search.max_file_mb * 1024 * 1024)
     items = iter_documents(files, source=name, max_bytes=max_bytes)
-    before = await _index_version(services)
-    try:
+    async with interrupt_notice(services.index):
         if show_progress is False:
             return await services.indexer.index_documents(name, items, total=len(files), paths=paths,
-                                                     prune=prune)
+                                                          prune=prune)
         progress = IndexProgress(f"indexing {name}", len(files), tty=bool(show_progress))
         with progress, progress.follow(services.indexer):
             return await services.indexer.index_documents(
-                name, items, total=len(files), paths=paths, prune=prune, on_progress=progress.on_progress)
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        after = await _index_version(services)
-        if before is not None and after != before:
-            print("Interrupted while the index was being written; the run was committed.",
-                  file=sys.stderr)
-        else:
-            print("Interrupted: nothing was written, the index is unchanged.", file=sys.stderr)
-        raise
-
-
-async def _index_version(services) -> int | None:
-    version = getattr(services.index, "version", None)
-    if version is None:
-        return None
-    try:
-        return await version()
-    except Exception:  # noqa: BLE001 - only used to word a message
-        return None
+                name, items, total=len(files), paths=paths, prune=prune,
+                on_progress=progress.on_progress)
 
 
 def _default_source_name(path: Path) -> str:

@@ -64,7 +64,10 @@ async def run_eval(args, settings: Settings) -> int:
             queries = {q: queries[q] for q in keep}
             qrels = {q: qrels[q] for q in keep if q in qrels}
         if args.dataset is not None:
-            total = await _announce(services, data, len(queries), modes)
+            from bot.console import interrupt_notice
+
+            async with interrupt_notice(services.index):  # Ctrl-C while timing the embedding
+                total = await _announce(services, data, len(queries), modes)
             await _index_corpus(services, data, total=total)
         else:
             await _check_answers(services, questions, args.questions)
@@ -159,14 +162,15 @@ def _safe(name: str) -> str:
 
 async def _index_corpus(services, data, total: int | None = None) -> None:
     """Index (or incrementally refresh) the dataset's own index: unchanged corpus, no embedding."""
-    from bot.console import IndexProgress
+    from bot.console import IndexProgress, interrupt_notice
     from search.evaluation import beir_documents
 
     source = _corpus_source(data.name)
     progress = IndexProgress("indexing corpus", total, tty=sys.stderr.isatty())
-    with progress, progress.follow(services.indexer):
-        summary = await services.indexer.index_documents(
-            source, beir_documents(data, source=source), on_progress=progress.on_progress)
+    async with interrupt_notice(services.index):
+        with progress, progress.follow(services.indexer):
+            summary = await services.indexer.index_documents(
+                source, beir_documents(data, source=source), on_progress=progress.on_progress)
     print(
         f"corpus: {summary.added} added, {summary.updated} updated, {summary.unchanged} unchanged, "
         f"{summary.removed} removed, {len(summary.failed)} failed ({summary.seconds:.1f} s)",

@@ -293,11 +293,15 @@ sys.exit(main())
 """
 
 
-def test_ctrl_c_while_embedding_exits_fast_and_says_nothing_was_written(data_dir, kb, tmp_path):
+@pytest.mark.parametrize("command", ["index", "eval"])
+def test_ctrl_c_while_embedding_exits_fast_and_says_nothing_was_written(
+        data_dir, kb, tiny_beir, tmp_path, command):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER.format(root=str(ROOT)))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, str(driver), "index", str(kb), "--source", "kb"],
+    argv = (["index", str(kb), "--source", "kb"] if command == "index" else
+            ["eval", "--dataset", str(tiny_beir), "--split", "train", "--mode", "bm25"])
+    proc = subprocess.Popen([sys.executable, str(driver), *argv],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     try:
         lines = []
@@ -323,6 +327,12 @@ def test_ctrl_c_while_embedding_exits_fast_and_says_nothing_was_written(data_dir
     from bot.settings import Settings
 
     assert asyncio.run(_sources(Settings())) == {}
+    eval_index = data_dir / "eval" / "tiny.sqlite3"
+    if eval_index.exists():
+        import sqlite3
+
+        with sqlite3.connect(eval_index) as conn:
+            assert conn.execute("SELECT count(*) FROM documents").fetchone()[0] == 0
 
 
 # -- item 5: progress follows the embedding -----------------------------------------------------
