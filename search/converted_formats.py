@@ -24,6 +24,8 @@ def convert(ext: str, data: bytes, *, charset: str | None = None) -> tuple[str, 
     corrupt DOCX fails as a DOCX instead of being "rescued" as plain text). ``charset``: the
     encoding a web server declared for an HTML page."""
     converter_name, fmt = CONVERTED_EXTENSIONS[ext]
+    if ext in _ZIPPED:
+        check_inflated(data, fmt)
     try:
         from markitdown import StreamInfo, converters
     except Exception as exc:  # broken install: still a per-file reason, not a crash
@@ -50,6 +52,40 @@ def convert(ext: str, data: bytes, *, charset: str | None = None) -> tuple[str, 
         # Slide markers are noise in a passage; the slide titles (headings) mark the slides.
         text = re.sub(r"^<!-- Slide number: \d+ -->\n", "", text, flags=re.MULTILINE)
     return text, title if isinstance(title, str) else None
+
+
+# Zip-based formats are checked before parsing: a 51 KB DOCX can inflate to 50 MB of XML, which
+# the parsers hold in memory several times over. The limits are far above real documents (a
+# 1,000-page report has a few MB of XML; images do not count towards the XML limit).
+_ZIPPED = frozenset({".docx", ".pptx", ".xlsx", ".epub"})
+MAX_INFLATED_XML = 32 * 1024 * 1024
+MAX_INFLATED_TOTAL = 512 * 1024 * 1024
+MAX_ZIP_MEMBERS = 10_000
+_MARKUP = (".xml", ".rels", ".xhtml", ".html", ".htm", ".opf", ".ncx", ".vml")
+
+
+def check_inflated(data: bytes, fmt: str) -> None:
+    """Refuse a zip whose members would inflate past the limits, from its directory alone."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            members = zf.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise LoadError(_conversion_reason(fmt, exc)) from exc
+    if len(members) > MAX_ZIP_MEMBERS:
+        raise LoadError(f"this {fmt} file holds {len(members):,} parts, over the "
+                        f"{MAX_ZIP_MEMBERS:,} limit; it is not an ordinary document")
+    markup = sum(m.file_size for m in members if m.filename.lower().endswith(_MARKUP))
+    total = sum(m.file_size for m in members)
+    mb = 1024 * 1024
+    if markup > MAX_INFLATED_XML:
+        raise LoadError(
+            f"this {len(data) / 1024:.0f} KB {fmt} file inflates to {markup / mb:.0f} MB of XML, "
+            f"over the {MAX_INFLATED_XML // mb} MB limit (a zip bomb, or too large to index); "
+            "split it")
+    if total > MAX_INFLATED_TOTAL:
+        raise LoadError(
+            f"this {fmt} file inflates to {total / mb:.0f} MB, over the "
+            f"{MAX_INFLATED_TOTAL // mb} MB limit; split it or remove large embedded files")
 
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.IGNORECASE)

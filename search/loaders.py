@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from stat import S_ISREG
 
-from search.converted_formats import convert
+from search.convert_worker import DEFAULT_TIME_BUDGET_S, convert_bounded
 from search.discovery import DEFAULT_EXCLUDES, discover
 from search.errors import LoadError
 from search.file_types import (
@@ -77,12 +77,16 @@ def make_doc_id(source: str, relative_path: str) -> str:
     return digest[:20]
 
 
-def load_file(path: Path, *, root: Path, source: str, max_bytes: int) -> Document:
+def load_file(path: Path, *, root: Path, source: str, max_bytes: int,
+              time_budget_s: float = DEFAULT_TIME_BUDGET_S) -> Document:
     """Parse one file into a `Document` with Markdown-ish text.
 
     ``max_bytes`` is the size limit; messages show it in MiB (``LOREBOT_SEARCH__MAX_FILE_MB``
-    times 1024²). Raises `LoadError` with a short reason a user can act on: empty, too large,
-    binary, not UTF-8, corrupt, no text, unsupported type, unreadable.
+    times 1024²). It also bounds the text a converted format (PDF, Office) may yield, in
+    characters, and ``time_budget_s`` the seconds its parsing may take (in a child process,
+    see `search.convert_worker`). Raises `LoadError` with a short reason a user can act on:
+    empty, too large, too slow, binary, not UTF-8, corrupt, no text, unsupported type,
+    unreadable.
     """
     path = Path(path)
     ext = path.suffix.lower()
@@ -115,7 +119,8 @@ def load_file(path: Path, *, root: Path, source: str, max_bytes: int) -> Documen
     if ext in TEXT_EXTENSIONS:
         text, meta_title = text_to_markdown(ext, decode_text(data)), None
     else:
-        text, meta_title = convert(ext, data)
+        text, meta_title = convert_bounded(ext, data, max_chars=max_bytes,
+                                           budget_s=time_budget_s)
     text = normalize(text)
     if ext in MARKDOWN_EXTENSIONS:
         text, front_title = split_front_matter(text)
@@ -139,13 +144,15 @@ def load_file(path: Path, *, root: Path, source: str, max_bytes: int) -> Documen
 
 
 def iter_documents(
-    files: Sequence[tuple[Path, Path]], *, source: str, max_bytes: int
+    files: Sequence[tuple[Path, Path]], *, source: str, max_bytes: int,
+    time_budget_s: float = DEFAULT_TIME_BUDGET_S,
 ) -> Iterator[Document | LoadFailure]:
     """Load ``(root, file)`` pairs one by one, yielding a `Document` or a `LoadFailure` for each,
     so a caller can stream them into the index and show progress."""
     for root, file in files:
         try:
-            yield load_file(file, root=root, source=source, max_bytes=max_bytes)
+            yield load_file(file, root=root, source=source, max_bytes=max_bytes,
+                            time_budget_s=time_budget_s)
         except LoadError as exc:
             yield LoadFailure(path=shown_path(file), reason=str(exc))
         except Exception as exc:  # a bug here must not abort a whole indexing run

@@ -134,3 +134,55 @@ def write_sized(path: Path, size: int) -> Path:
     line = b"lorem ipsum dolor sit amet\n"
     path.write_bytes((line * (size // len(line) + 1))[:size])
     return path
+
+
+def write_docx_bomb(path: Path, inflated_mb: int = 50) -> Path:
+    """A real DOCX whose document.xml is ``inflated_mb`` MB of repeated paragraphs: a few tens
+    of KB on disk (deflate loves repetition), a parser's minutes and gigabytes once inflated."""
+    import zipfile
+
+    good = write_docx(path.with_name(path.name + ".seed.docx"), [("Bomb", ["x"])])
+    paragraph = b"<w:p><w:r><w:t>lorem ipsum dolor sit amet</w:t></w:r></w:p>"
+    head = (b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+            b'<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
+            b"<w:body>")
+    body = paragraph * (inflated_mb * 1024 * 1024 // len(paragraph))
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "word/document.xml":
+                data = head + body + b"</w:body></w:document>"
+            out.writestr(item, data, compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
+    good.unlink()
+    return path
+
+
+def write_pdf_runs(path: Path, runs: int) -> Path:
+    """A valid one-page PDF made of ``runs`` separate text-showing operations (each placed on
+    its own): small on disk, and a layout analysis of every run for a PDF parser."""
+    ops = ["BT", "/F1 1 Tf"]
+    for i in range(runs):
+        ops.append(f"1 0 0 1 {i % 600} {i // 600 % 780} Tm (r{i % 10}) Tj")
+    ops.append("ET")
+    content = "\n".join(ops)
+    objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+        "/Resources << /Font << /F1 4 0 R >> >> /Contents 5 0 R >>",
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        f"<< /Length {len(content.encode('latin-1'))} >>\nstream\n{content}\nendstream",
+    ]
+    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n{body}\nendobj\n".encode("latin-1")
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    for offset in offsets:
+        out += f"{offset:010d} 00000 n \n".encode()
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\n".encode()
+    out += f"startxref\n{xref}\n%%EOF\n".encode()
+    path.write_bytes(bytes(out))
+    return path
