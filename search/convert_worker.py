@@ -26,6 +26,9 @@ from pathlib import Path
 from search.errors import LoadError
 
 DEFAULT_TIME_BUDGET_S = 120.0
+# The child's address space: about six times what it needs for ordinary files, so a file that
+# would take gigabytes fails with MemoryError in the child instead of swapping the host.
+MEMORY_LIMIT_BYTES = 2 * 1024 * 1024 * 1024
 _STARTUP_S = 120.0
 _LEN = struct.Struct(">Q")
 
@@ -139,6 +142,12 @@ def _serve() -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
+    except (ImportError, ValueError, OSError):  # not Linux/BSD, or a lower hard limit already
+        pass
+    try:
         import markitdown.converters  # noqa: F401 - slow; imported before the first budget runs
     except Exception:  # noqa: BLE001 - each file then gets convert()'s own clear reason
         pass
@@ -163,8 +172,14 @@ def _serve() -> None:
                 reply = {"error": too_much_text(len(text), header["max_chars"])}
             else:
                 reply = {"text": text, "title": title}
+        except MemoryError:
+            reply = {"error": f"needs more than {MEMORY_LIMIT_BYTES >> 30} GB of memory to read; "
+                              "split the file or save it in a simpler format"}
         except LoadError as exc:
             cause = exc.__cause__
+            if isinstance(cause, MemoryError):
+                exc = LoadError(f"needs more than {MEMORY_LIMIT_BYTES >> 30} GB of memory to "
+                                "read; split the file or save it in a simpler format")
             reply = {"error": str(exc),
                      "cause": f"{type(cause).__name__}: {cause}"[:500] if cause else None}
         except Exception as exc:  # noqa: BLE001 - one file's bug is that file's failure
