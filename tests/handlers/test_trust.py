@@ -120,6 +120,8 @@ async def test_a_post_that_landed_before_the_connection_dropped_is_not_sent_twic
         h.slack.drop_after("chat.postMessage")
         question = await h.mention("How do I set up the VPN?")
         await h.replies(CHANNEL, question["ts"])
+        # The answer is over when its progress reaction goes (a client retry would come first).
+        await h.slack.wait_for(lambda: h.slack.calls_to("reactions.remove") or None)
         await h.slack.settle()
         assert len(h.slack.thread(CHANNEL, question["ts"])) == 1
         assert len(h.slack.calls_to("chat.postMessage")) == 1
@@ -127,7 +129,7 @@ async def test_a_post_that_landed_before_the_connection_dropped_is_not_sent_twic
 
 async def test_a_failing_final_edit_is_retried_and_never_replaced_by_an_error(data_dir, redis_url):
     answerer = ScriptedAnswerer(DELTAS, ANSWER, pause_s=0.15)
-    async with running_bot(data_dir, redis_url, pipeline=answerer, streaming="update") as h:
+    async with running_bot(data_dir, redis_url, pipeline=answerer) as h:  # native: one edit, the final
         h.slack.fail("chat.update", "internal_error", times=1)
         question = await h.mention("How do I set up the VPN?")
         await h.slack.settle()

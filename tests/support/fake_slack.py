@@ -314,7 +314,7 @@ class FakeSlack:
                 self._drops[method] -= 1
                 handler(args)
                 if request.transport is not None:
-                    request.transport.close()
+                    request.transport.abort()  # the client sees the connection reset at once
                 return web.Response(status=500)
             if handler is not None:
                 try:
