@@ -101,7 +101,8 @@ async def test_the_default_refuses_loopback_and_private_targets():
     assert not docs
     assert "loopback address (127.0.0.1)" in failed[f"{site.url}/"]
     assert "LOREBOT_SOURCES__ALLOW_PRIVATE_HOSTS" in failed[f"{site.url}/"]
-    for url in ("http://10.1.2.3/", "http://169.254.169.254/latest/meta-data/", "http://[::1]/"):
+    for url in ("http://10.1.2.3/", "http://169.254.169.254/latest/meta-data/", "http://[::1]/",
+                "http://[::ffff:127.0.0.1]/", "http://localhost/", "http://0.0.0.0/"):
         _, failed = split(await crawl("p", url, "url", CrawlLimits(timeout_s=1)))
         assert "address" in failed[normalize_url(url)], failed
     # Listing a network (or the host) allows it.
@@ -171,3 +172,23 @@ async def test_the_servers_charset_is_used():
         assert "Crème brûlée" in docs[f"{site.url}/latin.html"].text
         _, failed = split(await crawl("s", site.url + "/lying.html", "url", LIMITS))
         assert "not valid ascii as the server declares" in failed[f"{site.url}/lying.html"]
+
+
+async def test_the_connectors_resolver_refuses_private_answers_too():
+    """A name that resolved to a public address at the check and to a private one when the
+    connection is made (DNS rebinding) is refused at the connection."""
+    import pytest
+
+    from search.web_guard import GuardedResolver, HostPolicy
+
+    resolver = GuardedResolver(HostPolicy("http://wiki.example/"))
+    try:
+        with pytest.raises(OSError, match="refused addresses"):
+            await resolver.resolve("localhost", 80)
+    finally:
+        await resolver.close()
+    allowed = GuardedResolver(HostPolicy("http://wiki.example/", allow_private=("localhost",)))
+    try:
+        assert await allowed.resolve("localhost", 80)
+    finally:
+        await allowed.close()
