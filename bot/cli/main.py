@@ -32,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", action="append", default=None, metavar="GLOB",
                    help="skip files matching this glob (repeatable)")
     p.add_argument("--prune", action="store_true",
-                   help="also remove the source's documents outside these paths (default: only "
-                        "those under them whose files are gone)")
+                   help="also remove the source's documents not indexed by this run (outside "
+                        "these paths, or excluded); default: only those under them whose files "
+                        "are gone")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     p = sub.add_parser("search", help="show the passages that match a query")
