@@ -69,7 +69,7 @@ def redacted(url: str) -> str:
         if "@" in netloc:
             userinfo, host = netloc.rsplit("@", 1)
             user, sep, _password = userinfo.partition(":")
-            netloc = f"{user}:***@{host}" if sep else f"***@{host}"
+            netloc = f"{user}:***@{host}" if sep and user else f"***@{host}"
         query = "&".join(
             f"{name}=***" if _SECRET_PARAMS.search(unquote(name)) else
             (f"{name}={value}" if sep else name)

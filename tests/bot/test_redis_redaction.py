@@ -14,7 +14,7 @@ SECRET = "hunter2-s3cret"
 
 
 @pytest.mark.parametrize(("url", "shown"), [
-    (f"redis://:{SECRET}@cache:6379/0", "redis://:***@cache:6379/0"),
+    (f"redis://:{SECRET}@cache:6379/0", "redis://***@cache:6379/0"),
     (f"redis://app:{SECRET}@cache/0", "redis://app:***@cache/0"),
     (f"redis://{SECRET}@cache", "redis://***@cache"),
     (f"redis://cache:6379/0?password={SECRET}&db=1", "redis://cache:6379/0?password=***&db=1"),
