@@ -85,7 +85,16 @@ class Worker:
             if job is None:
                 await self._sleep(stop, self.poll_s)
                 continue
-            await self.process(job)
+            try:
+                await self.process(job)
+            except Exception as exc:  # noqa: BLE001 - Redis gone while saving the job's end
+                # The job's lock expires and recovery runs it again; the worker lives on.
+                failures += 1
+                down_since = time.monotonic()
+                logger.error("Worker %s could not record the end of job %s (%s: %s); it will "
+                             "be recovered", self.id, job.id, type(exc).__name__,
+                             " ".join(str(exc).split())[:300])
+                await self._sleep(stop, self.backoff(failures))
 
     def backoff(self, failures: int) -> float:
         """The wait after the ``failures``-th failed try in a row: exponential, capped."""

@@ -64,3 +64,38 @@ async def test_worker_backs_off_and_logs_once_per_state_change(tmp_path, caplog)
     assert "reaches the queue again" in records[1].getMessage()
     assert not any(r.exc_info for r in records)
     assert all("\n" not in r.getMessage() for r in records)
+
+
+async def test_redis_lost_mid_job_does_not_kill_the_worker(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="bot.jobs.worker")
+    server = start_valkey(tmp_path / "valkey")
+    client = make_client(url_of(server), RedisSettings(timeout_s=0.2))
+    queue, registry = JobQueue(client, "lorebot:"), SourceRegistry(client, "lorebot:")
+    (tmp_path / "kb").mkdir()
+    from bot.sources.registry import Source
+
+    await registry.add(Source("kb", "folder", str(tmp_path / "kb")))
+    await queue.enqueue("kb", requested_by="test")
+
+    async def run_job(source, progress):
+        server.stop()  # Redis goes away while the job runs
+        return {"added": 0}
+
+    worker = Worker(queue, registry, run_job, worker_id="w", poll_s=0.05, max_backoff_s=0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await asyncio.sleep(1.5)
+        assert not task.done(), task.exception() if task.done() else None
+        server.start()
+        await asyncio.sleep(1.0)
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await client.aclose()
+        if server.is_running():
+            server.stop()
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("could not record the end of job" in m for m in messages)
+    assert any("reaches the queue again" in m for m in messages)
