@@ -353,8 +353,9 @@ def text_blocks(text: str) -> list[Block]:
 
 
 def shown(text: str, limit: int = 300) -> str:
-    """A location, name or error as shown in a listing: escaped, on one line, cut short."""
-    return escape(clip_plain(" ".join(str(text).split()), limit))
+    """A location, name or error as shown in a listing: escaped, on one line, cut to at most
+    ``limit`` characters (never inside an escape)."""
+    return clip(escape(" ".join(str(text).split())), limit)
 
 
 def safe_job(job: Job) -> Job:

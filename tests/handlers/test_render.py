@@ -216,3 +216,26 @@ def test_llm_links_with_overlong_or_piped_urls_stay_links_or_plain_labels():
 def test_views_built_with_the_limits_validate():
     view = View(type="home", blocks=[render.section(str(n)) for n in range(render.VIEW_BLOCKS)])
     view.validate_json()
+
+
+def test_the_question_header_of_a_slash_command_shows_mentions_as_typed():
+    header = render.texts.command_question_header("U0ALICE", "<!channel> <@U0BOSS> & VPN?")
+    assert header.startswith("<@U0ALICE> asked: ")  # lorebot's own mention of the asker stays
+    assert_no_raw_mentions(header.removeprefix("<@U0ALICE>"))
+    assert "&lt;!channel&gt; &lt;@U0BOSS&gt; &amp; VPN?" in header
+
+
+def test_listed_fields_and_job_texts_are_escaped_and_short():
+    from bot.jobs.queue import Job
+    from bot.jobs.texts import job_text
+
+    listed = render.shown("a\nb <!here> " + "x" * 1000, 50)
+    assert len(listed) <= 50 and listed.startswith("a b &lt;!here&gt; x") and listed.endswith("…")
+    assert render.shown("<" * 100, 12) == "&lt;…"  # never half an escape
+    job = Job(id="j", source="kb", state="done", error=None,
+              summary={"failed": [{"path": "<!channel>.md", "reason": "<@U0BOSS> " * 100}]})
+    text = job_text(render.safe_job(job))
+    assert_no_raw_mentions(text)
+    failed = Job(id="j", source="kb", state="failed", error="<!here>\n" * 300)
+    assert_no_raw_mentions(job_text(render.safe_job(failed)))
+    assert len(job_text(render.safe_job(failed))) < 700
