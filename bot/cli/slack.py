@@ -175,10 +175,10 @@ async def slack_runtime(settings: Settings, *, index_sample: bool = False) -> As
     try:
         print("Loading models …", file=sys.stderr)
         await services.warm_up()
-        if index_sample:
-            await _index_sample_if_empty(services)
         redis = await open_redis(settings)
         try:
+            if index_sample:
+                await _index_sample_if_empty(services, redis.client)
             bot = SlackBot.create(settings, services.pipeline, redis.client)
             stop_worker = asyncio.Event()
             worker = None
@@ -219,10 +219,12 @@ def _document_remover(services):
 SAMPLE_MARKER = "sample-indexed"  # in the data dir: the sample was offered once, never again
 
 
-async def _index_sample_if_empty(services) -> None:
+async def _index_sample_if_empty(services, client=None) -> None:
     """A brand-new knowledge base gets the sample docs, once: after `sources remove sample` (or
-    with anything else indexed) it is never touched again."""
+    with anything else indexed) it is never touched again. They are registered as a public
+    source (``client``: the open Redis), since the channel policy hides unregistered ones."""
     from bot.cli.commands import DOCS_DIR, _print_summary, index_paths
+    from bot.cli.register import register_indexed
 
     marker = services.settings.data_dir / SAMPLE_MARKER
     if marker.exists() or await services.index.source_stats():
@@ -231,6 +233,7 @@ async def _index_sample_if_empty(services) -> None:
           "`sample`, this once (add yours with `lorebot index PATH`; `lorebot sources remove "
           "sample` removes it for good).", file=sys.stderr)
     _print_summary(await index_paths(services, [DOCS_DIR], source="sample"))
+    await register_indexed(services.settings, "sample", DOCS_DIR, client=client)
     marker.write_text("The sample docs were indexed once; lorebot run will not add them again.\n")
 
 
