@@ -19,6 +19,19 @@ the dead run left nothing visible and the retry starts clean.
 
 A job is a reindex of a source (``kind="reindex"``) or the training of a retrieval model
 (``kind="finetune"``, ``source`` the model kind, ``params`` the options; see bot.jobs.training).
+
+Why this is not a library queue (issue 13; tried December 2026, saq 0.26.4 built behind this
+API, its tests passing): saq's Worker busy-loops while Redis is down (6,378 dequeues in 3 s,
+a traceback a second from its upkeep tasks) and completes a job whose function returns, so a job
+whose source is locked cannot go back to the queue; saq's job key is unique only while the job
+is incomplete and the next run overwrites its record (the recent list needs one record per run);
+it needs an undecoded client (its sweep calls ``.decode()``) and ``Queue.from_url`` refuses
+``unix://``; it has no dequeue of one job (``sources reindex``) and sweeps a job dequeued but
+not yet marked active. Only saq's queue could be used, under this module's own worker, lock,
+active pointer and recent list: more lines than the lists it replaced. arq re-runs a dead
+worker's job only after the longest job timeout (+10 s) and has no progress; streaq's ``unique``
+is per task function, not per source, and it has no progress; taskiq has no unique jobs or lock,
+and taskiq-redis redelivers a running job after a fixed idle timeout.
 """
 
 from __future__ import annotations
