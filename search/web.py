@@ -251,8 +251,10 @@ async def crawl(
             for (url, depth), (item, links, transient) in zip(batch, outcomes, strict=True):
                 results.append(item)
                 done += 1
-                if transient and (follow or depth == 0) and not results.stale:
-                    # What this page links to is unknown this time, not gone.
+                start_failed = mode != "sitemap" and depth == 0 and isinstance(item, LoadFailure)
+                if (start_failed or (transient and follow)) and not results.stale:
+                    # What this page links to is unknown this time, not gone (and a start page
+                    # refused by a new rule must not empty a source indexed before it).
                     results.stale = (f"{url} could not be fetched ({item.reason}); pages "
                                      "indexed before are kept")
                 if not follow or depth >= limits.max_depth:

@@ -159,6 +159,11 @@ async def test_a_failed_start_page_or_sitemap_marks_the_crawl_stale():
         result = await crawl("s", site.url + "/sitemap.xml", "sitemap", LIMITS)
         assert "sitemap could not be read" in result.stale
         site.fail.clear()
+        site.fail["/"] = 404  # the start page, whatever the reason: its links are unknown
+        assert "HTTP 404" in (await crawl("s", site.url + "/", "crawl", LIMITS)).stale
+        refused = await crawl("s", site.url + "/", "crawl", CrawlLimits(timeout_s=1))
+        assert "loopback address" in refused.stale  # a new rule must not empty the source
+        site.fail.clear()
         site.fail["/vpn.html"] = 404  # gone for good: not stale, the rest was seen
         assert (await crawl("s", site.url + "/", "crawl", LIMITS)).stale is None
 
