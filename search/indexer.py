@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from search.embedding import Embedder
+from search.errors import SourceError
 from search.index.base import IndexWriter, SearchIndex
 from search.models import Chunk, Document, IndexSummary, LoadFailure
 from search.source_scope import (
@@ -110,6 +111,10 @@ class Indexer:
         scope = [p for p in (norm_path(p) for p in paths or ()) if p] if paths else None
         roots: set[str] = set()
         if scope is not None:
+            if stored and not any(local_path(d) for d in stored.values()):
+                raise SourceError(
+                    f"source '{source}' holds web pages or Slack items, not files; index "
+                    f"{', '.join(scope)} under its own name with --source NAME")
             docs_by_source: dict[str, dict] = {}
             for doc in (await self.index.documents()).values():
                 docs_by_source.setdefault(doc.source, {})[doc.doc_id] = doc

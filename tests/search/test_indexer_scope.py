@@ -138,3 +138,16 @@ async def test_a_markdown_file_that_is_only_a_heading_is_indexed(env, tmp_path):
     assert (summary.added, summary.failed) == (1, ())
     hits = await idx.bm25("parking", 3)
     assert hits and hits[0].title == "Parking garage"
+
+
+async def test_files_are_not_mixed_into_a_web_source(env, tmp_path):
+    from search.models import Document
+
+    idx, indexer = env
+    page = Document(doc_id="p1", source="wiki", title="Home", text="The wiki home page.",
+                    content_hash="h", path="https://wiki.example/", url="https://wiki.example/")
+    await indexer.index_documents("wiki", [page])
+    kb = write_kb(tmp_path / "kb", n=3)
+    with pytest.raises(SourceError, match="source 'wiki' holds web pages or Slack items"):
+        await index(indexer, [kb], "wiki")
+    assert list(await idx.documents("wiki")) == ["p1"]
