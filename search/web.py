@@ -1,7 +1,8 @@
 """Web sources: one page, the pages of a sitemap, or a same-host crawl, fetched with aiohttp.
 
 Polite by default: robots.txt is honoured (for our User-Agent), a bounded number of requests are
-in flight, each has a timeout and a size limit. Every page that cannot be indexed (unreachable,
+in flight, each has a timeout and a size limit. Confined by default: every request and redirect
+hop stays on the source's site and off private addresses (``search.web_guard``). Every page that cannot be indexed (unreachable,
 slow, HTTP error, redirect loop, not HTML, too large, refused by robots.txt) becomes a
 `LoadFailure` with the URL as its path; the crawl goes on. Pages become `Document`s whose
 ``doc_id`` is derived from the source name and the normalised URL, so it is stable across runs
@@ -218,7 +219,7 @@ async def crawl(
     limits: CrawlLimits = CrawlLimits(),
     *,
     on_progress: Callable[[int, int], None] | None = None,
-) -> list[Document | LoadFailure]:
+) -> CrawlResult:
     """Fetch a web source: ``mode`` is ``url`` (one page), ``sitemap`` or ``crawl`` (follow
     same-site links breadth-first up to ``max_depth``). Returns documents and failures, with
     ``stale`` set when the start page or a sitemap could not be fetched this time."""
