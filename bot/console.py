@@ -90,7 +90,9 @@ class IndexProgress:
         self.started = 0  # chunks handed to the embedder
         self.read_at_start = 0  # documents read when the last embedding batch started
         self.embedded = 0
-        self.first_batch: float | None = None
+        # The first batch also loads the model (seconds to a minute): the rate is measured
+        # from its end, so the load does not count as slow embedding.
+        self.first_batch: tuple[float, int] | None = None  # (when it ended, its chunks)
         self._printed = self.clock()
         self._lines = 0  # lines printed (not on a terminal)
         self._bar = self._task = None
@@ -104,14 +106,14 @@ class IndexProgress:
         self._show()
 
     def batch_started(self, n: int) -> None:
-        if self.first_batch is None:
-            self.first_batch = self.clock()
         self.started += n
         self.read_at_start = self.read
         self._show()
 
     def batch_done(self, n: int) -> None:
         self.embedded += n
+        if self.first_batch is None:
+            self.first_batch = (self.clock(), self.embedded)
         self._show()
 
     def follow(self, indexer):
@@ -134,10 +136,12 @@ class IndexProgress:
     # -- what is shown --------------------------------------------------------------------------
 
     def rate(self) -> float | None:
-        if self.first_batch is None or not self.embedded:
+        """Chunks per second since the first batch ended; None until a second one has."""
+        if self.first_batch is None:
             return None
-        seconds = self.clock() - self.first_batch
-        return self.embedded / seconds if seconds > 0 else None
+        ended, chunks = self.first_batch
+        seconds = self.clock() - ended
+        return (self.embedded - chunks) / seconds if seconds > 0 and self.embedded > chunks else None
 
     def seconds_left(self) -> float | None:
         rate = self.rate()
@@ -151,6 +155,8 @@ class IndexProgress:
         total = f"/{self.total}" if self.total else ""
         parts = [f"{self.label}: {self.read}{total} documents read",
                  f"{self.embedded} chunks embedded"]
+        if self.started and self.first_batch is None:
+            parts[-1] += " (the first batch loads the model)"
         if (rate := self.rate()) is not None:
             parts.append(f"{rate:.0f} chunks/s")
         if (left := self.seconds_left()) is not None and (self.embedded < self.started

@@ -380,10 +380,17 @@ def test_progress_status_reports_rate_and_time_left():
     p = IndexProgress("indexing kb", 100, tty=False, every_s=5, stream=Stream(),
                       clock=lambda: now[0])
     with p:
+        p.on_progress(5, 100)
+        p.batch_started(25)
+        assert p.status() == ("indexing kb: 5/100 documents read, 0 chunks embedded (the first "
+                              "batch loads the model)")
+        now[0] = 60.0  # loading the model took a minute: not counted in the rate
+        p.batch_done(25)
+        assert p.status() == "indexing kb: 5/100 documents read, 25 chunks embedded"
         p.on_progress(10, 100)
-        p.batch_started(50)  # 10 documents read gave 50 chunks
-        now[0] = 10.0
-        p.batch_done(50)  # 5 chunks/s; 100 documents -> about 500 chunks, 450 to go: 90 s
+        p.batch_started(25)  # 10 documents read gave 50 chunks
+        now[0] = 65.0
+        p.batch_done(25)  # 5 chunks/s; 100 documents -> about 500 chunks, 450 to go: 90 s
         assert p.status() == ("indexing kb: 10/100 documents read, 50 chunks embedded, "
                               "5 chunks/s, about 2 min left")
     assert lines and "50 chunks embedded" in "".join(lines)
