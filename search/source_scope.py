@@ -76,7 +76,15 @@ def _id_from(source: str, path: str, root: str) -> str:
 
 
 def _overlap(a: str, b: str) -> bool:
-    return under(a, b) or under(b, a)
+    """One inside the other, as written or with symbolic links resolved (a registered folder
+    is stored resolved, ``lorebot index ~/kb`` as typed)."""
+    if under(a, b) or under(b, a):
+        return True
+    try:
+        ra, rb = os.path.realpath(a), os.path.realpath(b)
+    except (OSError, ValueError):  # a link loop on the way: as written is all we can compare
+        return False
+    return under(ra, rb) or under(rb, ra)
 
 
 def check_paths(source: str, paths: Sequence[str], by_source: Mapping[str, set[str]]) -> None:

@@ -151,3 +151,14 @@ async def test_files_are_not_mixed_into_a_web_source(env, tmp_path):
     with pytest.raises(SourceError, match="source 'wiki' holds web pages or Slack items"):
         await index(indexer, [kb], "wiki")
     assert list(await idx.documents("wiki")) == ["p1"]
+
+
+async def test_a_folder_reached_through_a_symbolic_link_is_the_same_folder(env, tmp_path):
+    idx, indexer = env
+    kb = write_kb(tmp_path / "data" / "kb", n=3)
+    os.symlink(kb, tmp_path / "kb-link")
+    await index(indexer, [tmp_path / "kb-link"], "handbook")  # as typed, through the link
+    again = await index(indexer, [kb], "handbook")  # as a registered folder is stored, resolved
+    assert (again.added, again.unchanged, again.removed) == (0, 3, 0)
+    with pytest.raises(SourceError, match="source 'handbook'"):
+        await index(indexer, [kb], "travel")
