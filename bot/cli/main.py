@@ -166,6 +166,11 @@ def _device_problem() -> str | None:
         return None
     import torch
 
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError):
+        return (f"LOREBOT_SEARCH__DEVICE={device} is not a torch device; use cpu, cuda (or "
+                "cuda:N) or mps")
     if kind == "cuda" and not torch.cuda.is_available():
         why = ("this torch is built without CUDA" if torch.version.cuda is None
                else "no CUDA GPU is visible")

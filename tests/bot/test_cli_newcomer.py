@@ -182,18 +182,21 @@ def test_positional_arguments_and_every_command_have_help(capsys):
         assert action.choices[name].description, name
 
 
-def test_cuda_on_a_machine_without_it_blames_the_device(capsys, data_dir, monkeypatch, tmp_path):
+@pytest.mark.parametrize("device, says", [
+    ("cuda", "LOREBOT_SEARCH__DEVICE=cpu"), ("gpu", "is not a torch device")])
+def test_a_device_this_machine_lacks_is_blamed_not_the_model(
+        capsys, data_dir, monkeypatch, tmp_path, device, says):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
     (tmp_path / "kb").mkdir()
     (tmp_path / "kb" / "a.md").write_text("# A\n\nThe cafeteria opens at noon.\n")
-    monkeypatch.setenv("LOREBOT_SEARCH__DEVICE", "cuda")
+    monkeypatch.setenv("LOREBOT_SEARCH__DEVICE", device)
     code, _out, err = run(capsys, "index", str(tmp_path / "kb"))
     assert code == 2
     (line,) = error_lines(err)
-    assert "LOREBOT_SEARCH__DEVICE=cuda" in line and "LOREBOT_SEARCH__DEVICE=cpu" in line
+    assert f"LOREBOT_SEARCH__DEVICE={device}" in line and says in line
     assert "EMBEDDING_MODEL" not in line
 
 
