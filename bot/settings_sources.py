@@ -125,6 +125,9 @@ def closest_name(name: str, valid: set[str], cutoff: float = 0.6) -> str | None:
     return best if best is not None and score(best) >= cutoff else None
 
 
+_SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "REDIS__URL")
+
+
 def describe_errors(exc: ValidationError, environ, dotenv: dict) -> list[str]:
     """One line per invalid value: the variable, where it came from, the value, what is allowed."""
     env = {k.upper(): v for k, v in environ.items()}
@@ -140,6 +143,8 @@ def describe_errors(exc: ValidationError, environ, dotenv: dict) -> list[str]:
             value, where = dotenv[name]
         else:
             value, where = error.get("input"), None
+        if any(word in name for word in _SECRET_WORDS):
+            value = "…"  # a secret is never shown, not even a wrong one
         shown = f"{name}={value}" if isinstance(value, (str, int, float)) else name
         lines.append(f"{shown}{f' ({where})' if where else ''}: {allowed}")
     return lines

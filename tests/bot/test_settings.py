@@ -79,3 +79,15 @@ def test_xdg_data_home_and_its_fallback(monkeypatch, tmp_path):
     assert user_data_dir({"XDG_DATA_HOME": "/srv/data"}) == Path("/srv/data/lorebot")
     assert user_data_dir({}) == Path.home() / ".local" / "share" / "lorebot"
     assert user_data_dir({"XDG_DATA_HOME": "relative"}) == Path.home() / ".local/share/lorebot"
+
+
+def test_a_bad_secret_is_named_but_never_shown():
+    import pytest
+    from pydantic import ValidationError
+
+    from bot.settings import SlackSettings, describe_errors
+
+    with pytest.raises(ValidationError) as exc:
+        SlackSettings(bot_token=123)
+    [line] = describe_errors(exc.value, {"LOREBOT_BOT_TOKEN": "xoxb-secret"}, {})
+    assert line.startswith("LOREBOT_BOT_TOKEN=… (environment): ") and "xoxb-secret" not in line
