@@ -257,23 +257,27 @@ def test_the_demo_keeps_out_of_the_knowledge_base(capsys, data_dir, kb, fake_mod
 
 
 def test_the_slack_bot_offers_the_sample_once(capsys, data_dir, fake_models):
-    """`lorebot run` with credentials on a brand-new knowledge base indexes the sample docs;
-    once removed (`sources remove sample`) the next start does not add them again."""
+    """`lorebot run` with credentials on a brand-new knowledge base indexes the sample docs (a
+    public source); after `lorebot sources remove sample` the next start does not add them again."""
     from bot.cli.slack import _index_sample_if_empty
     from bot.runtime.services import build_services
     from bot.settings import Settings
 
-    async def start_and_remove() -> dict[str, int]:
+    async def start() -> dict[str, int]:
         async with build_services(Settings(), with_llm=False) as services:
             await _index_sample_if_empty(services)
-            first = {s.source: s.documents for s in await services.index.source_stats()}
-            await services.indexer.index_documents("sample", [])  # what sources remove does
-        return first
+            return {s.source: s.documents for s in await services.index.source_stats()}
 
-    first = asyncio.run(start_and_remove())
-    assert first.get("sample", 0) > 0
-    assert asyncio.run(start_and_remove()) == {}
-    assert asyncio.run(_sources(Settings())) == {}
+    assert asyncio.run(start()).get("sample", 0) > 0
+    assert "indexing the sample docs" in capsys.readouterr().err
+    code, out, err = run(capsys, "sources", "--json")
+    assert [(r["source"], r["registered"], r["public"]) for r in json.loads(out)] == [
+        ("sample", True, True)]
+    code, out, err = run(capsys, "sources", "remove", "sample")
+    assert code == 0, err
+    assert asyncio.run(start()) == {}
+    code, out, err = run(capsys, "sources", "--json")
+    assert json.loads(out) == []
 
 
 # -- item 5: Ctrl-C while embedding: out within 2 s, and it says the index is unchanged ---------
