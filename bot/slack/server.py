@@ -43,10 +43,10 @@ HEALTH_PING_S = 0.5
 def build_web_app(app: AsyncApp, bot: SlackBot) -> web.Application:
     """The aiohttp application: Slack's events endpoint and a health check.
 
-    Every request is checked here first, on its raw bytes: the signature and the timestamp
-    (401), then that it is not a replay of one already taken (401), then that the body is UTF-8
-    and parses into an object (400). Only then is it parsed and handed to bolt, so no input can
-    reach a parser unverified or end in a 500. Events API callbacks are then acknowledged before
+    Every request is checked here first: the signature and the timestamp, on the raw bytes
+    (401); then that the body is UTF-8 and parses into a payload of the shape Slack sends (400);
+    then that it is not a replay of a request already taken (401). Only then does bolt get it,
+    so no input reaches a parser unverified or ends in a 500. Events API callbacks are then acknowledged before
     bolt runs: the 200 goes back at once and bolt (which verifies the request again) dispatches
     the event in the background. Everything else (slash commands and button clicks, whose
     response may carry a message; URL verification) goes through bolt before the response.
