@@ -3,7 +3,8 @@
 Every surface (mention, DM, thread follow-up, assistant pane, slash command) ends here, after
 it has parsed its payload into a :class:`handlers.parse.Place`. Guarantees:
 
-- exactly one reply message per question (streaming edits that one message);
+- exactly one reply message per question (streaming edits that one message; a post or stream
+  whose response was lost is looked up before anything is sent again);
 - never a silent failure: any error replaces the reply with a short apology and an error id that
   is also in the log, next to the traceback.
 
@@ -12,8 +13,7 @@ Streaming: with ``slack.streaming = native`` the text goes out through ``chat.st
 refuses); otherwise the first text is posted and then edited with ``chat.update``. Either way
 at most one update per ``slack.update_interval_s``, and the final message is rendered whole
 (linked citations, sources, buttons) with one last ``chat.update`` (in update mode, that one too
-keeps the interval). A one-piece answer
-(extractive or "not covered") is a single ``chat.postMessage``.
+keeps the interval). A one-piece answer (extractive or "not covered") is one ``chat.postMessage``.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ FIRST_FLUSH_S = 0.25
 PREVIEW_CHARS = 3500
 # The final edit of a streamed answer is tried this often before the reply is left as shown.
 FINAL_UPDATE_TRIES = 3
+# What a Web API call raises: Slack's answer, or a connection that dropped or timed out.
+_SEND_ERRORS = (SlackClientError, aiohttp.ClientError, TimeoutError)
 
 
 def neutral(place: Place) -> service.Place:
@@ -169,7 +171,7 @@ class ReplyWriter:
                     answer, answer_id, max_sources=s.answer.max_sources,
                     wrong_source_button=s.slack.wrong_source_button,
                 )
-                await self._stop_stream(blocks=footer)
+                await self._stop_stream_once(blocks=footer)
             else:
                 # Edits stay at most one per interval, the final one included (Slack rate-limits
                 # chat.update); the text is already on screen, only links and buttons wait.
@@ -194,18 +196,18 @@ class ReplyWriter:
             try:
                 if self.ts is not None:
                     if self._streaming:
-                        with contextlib.suppress(SlackClientError):
-                            await self._stop_stream()
+                        with contextlib.suppress(*_SEND_ERRORS):
+                            await self._stop_stream_once()
                     await self.client.chat_update(
                         channel=self.place.channel, ts=self.ts, text=text,
                         blocks=render.text_blocks(text),
                     )
                     return
-            except SlackClientError as exc:
+            except _SEND_ERRORS as exc:
                 logger.warning("Could not edit the reply into an error notice: %s", why(exc))
             try:
                 await self._post(text=text, blocks=render.text_blocks(text))
-            except SlackClientError as exc:
+            except _SEND_ERRORS as exc:
                 logger.error("Could not post the error notice in %s: %s", self.place.channel,
                              why(exc))
 
@@ -220,8 +222,9 @@ class ReplyWriter:
                     return
                 try:
                     await self._flush()
-                except SlackClientError as exc:
-                    # A lost intermediate update is harmless: the final one carries everything.
+                except _SEND_ERRORS as exc:
+                    # A lost intermediate update is harmless: the final one carries everything
+                    # (a message whose creation may have landed is looked up, see _landed).
                     logger.warning("Streaming update failed in %s: %s", self.place.channel, why(exc))
             if await self._wait_done(self.interval_s):
                 return
@@ -235,8 +238,11 @@ class ReplyWriter:
 
     async def _stop_flushing(self) -> None:
         self._done.set()
-        if self._flusher is not None:
-            await self._flusher
+        try:
+            if self._flusher is not None:
+                await self._flusher
+        except Exception:  # noqa: BLE001 - the final message carries everything anyway
+            logger.exception("Streaming the reply in %s failed", self.place.channel)
 
     async def _flush(self) -> None:
         if self.native:
@@ -260,10 +266,17 @@ class ReplyWriter:
             return
         p = self.place
         if not self._streaming:
-            response = await self.client.chat_startStream(
-                channel=p.channel, thread_ts=p.thread_ts, markdown_text=new,
-                recipient_user_id=p.user, recipient_team_id=p.team,
-            )
+            try:
+                response = await self.client.chat_startStream(
+                    channel=p.channel, thread_ts=p.thread_ts, markdown_text=new,
+                    recipient_user_id=p.user, recipient_team_id=p.team,
+                )
+            except (aiohttp.ClientError, TimeoutError):
+                # The stream may have started: adopt it, or a second one would answer twice.
+                if not (landed := await self._landed()):
+                    raise  # not there (the next flush starts it) or cannot tell
+                logger.warning("A stream in %s started though its response was lost", p.channel)
+                response = {"ts": landed}
             self.ts = response["ts"]
             self._streaming = True
         else:
@@ -283,11 +296,26 @@ class ReplyWriter:
 
     async def _stop_stream(self, blocks: list[dict[str, Any]] | None = None) -> None:
         rest = self._text[self._sent:]
-        self._streaming = False
         await self.client.chat_stopStream(
             channel=self.place.channel, ts=self.ts, markdown_text=rest or None, blocks=blocks,
         )
+        self._streaming = False
         self._sent = len(self._text)
+
+    async def _stop_stream_once(self, blocks: list[dict[str, Any]] | None = None) -> None:
+        """Stop the stream; when the connection drops, once more: Slack then says the stream
+        is stopped already if the first call landed, and either way the stream ends."""
+        try:
+            await self._stop_stream(blocks)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            logger.warning("chat.stopStream in %s lost its response (%s): once more",
+                           self.place.channel, why(exc))
+            try:
+                await self._stop_stream(blocks)
+            except SlackApiError as again:
+                if again.response.get("error") != "message_not_in_streaming_state":
+                    raise
+                self._streaming, self._sent = False, len(self._text)  # the first one landed
 
     async def _update_final(self, **kwargs: Any) -> None:
         """The final edit, retried: an edit is idempotent, and the text is on screen already,
@@ -322,28 +350,27 @@ class ReplyWriter:
                 await self.client.chat_update(channel=self.place.channel, ts=self.ts, **kwargs)
                 return
             response = await self.client.chat_postMessage(
-                channel=self.place.channel, thread_ts=self.place.thread_ts, **kwargs
-            )
+                channel=self.place.channel, thread_ts=self.place.thread_ts, **kwargs)
         self.ts = response["ts"]
 
     async def _landed(self) -> str | None | bool:
-        """The ts of a bot message in the thread after the question (a reply whose response
-        was lost), False when there is none, None when the thread cannot be read."""
+        """The ts of the first bot message after the question in its thread (in a DM without
+        one, the top level): a reply whose response was lost. False: none; None: unreadable."""
         p = self.place
-        after = p.question_ts or p.thread_ts
-        if p.thread_ts is None or after is None:
+        if (after := p.question_ts or p.thread_ts) is None:
             return None
+        method, where = (("conversations.replies", {"ts": p.thread_ts}) if p.thread_ts
+                         else ("conversations.history", {}))
         try:
-            page = await self.client.api_call("conversations.replies", data={
-                "channel": p.channel, "ts": p.thread_ts, "oldest": after, "limit": 200})
-        except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+            page = await self.client.api_call(method, data={
+                "channel": p.channel, "oldest": after, "limit": 200, **where})
+        except _SEND_ERRORS as exc:
             logger.error("Could not check whether a reply in %s landed (%s): not re-sent",
-                         p.channel, why(exc) if isinstance(exc, SlackClientError) else exc)
+                         p.channel, why(exc))
             return None
-        for m in page.get("messages") or []:
-            if m.get("bot_id") and float(m["ts"]) > float(after):
-                return m["ts"]
-        return False
+        found = [m["ts"] for m in page.get("messages") or []
+                 if m.get("bot_id") and float(m["ts"]) > float(after)]
+        return min(found, key=float) if found else False
 
 
 async def answer_privately(bot: SlackBot, respond, place: Place, question: str) -> None:

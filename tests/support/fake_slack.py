@@ -428,6 +428,13 @@ class FakeSlack:
                  if m.channel == args["channel"] and (m.ts == ts or m.thread_ts == ts)]
         return {"messages": found, "has_more": False}
 
+    def _conversations_history(self, args: dict) -> dict:
+        # A conversation's top level, newest first as Slack lists it, after ``oldest``.
+        oldest = float(args.get("oldest") or 0)
+        found = [m.as_slack() for m in sorted(self.messages.values(), key=lambda m: -float(m.ts))
+                 if m.channel == args["channel"] and not m.thread_ts and float(m.ts) > oldest]
+        return {"messages": found, "has_more": False}
+
     def _message(self, args: dict) -> Message:
         message = self.messages.get(args.get("ts", ""))
         if message is None or message.channel != args.get("channel"):
