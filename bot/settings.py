@@ -148,6 +148,10 @@ class AnswerSettings(BaseModel):
         0.15, description="Evidence threshold: best query-passage cosine similarity below this "
         "means the knowledge base does not cover the question."
     )
+    strong_similarity: float = Field(
+        0.3, description="Below this best cosine similarity (yet above MIN_SIMILARITY) an "
+        "extractive answer says the knowledge base may not cover the question."
+    )
     min_rerank_score: float = Field(
         0.1, description="Evidence threshold on the reranker's 0..1 score, when one is configured."
     )

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -35,6 +34,11 @@ from bot.answer.prompts import (
     estimate_tokens,
     fit_sources,
 )
+from bot.answer.notices import (  # noqa: F401 - the answer texts, importable from here too
+    EXTRACTIVE_INTRO, LLM_CUT_NOTICE, LLM_EMPTY_NOTICE, LLM_SLOW_NOTICE, LLM_UNAVAILABLE_NOTICE,
+    NO_EVIDENCE_TEXT, NOTHING_FOUND_TEXT, UNCITED_NOTICE, WEAK_EXTRACTIVE_INTRO,
+)
+from bot.answer.quotes import QUOTE_CHARS, SNIPPET_CHARS, quote_passage, snippet  # noqa: F401
 from bot.answer.turns import Turn
 from bot.settings import AnswerSettings, LLMSettings, SearchSettings
 from search.models import Hit
@@ -43,28 +47,10 @@ logger = logging.getLogger(__name__)
 
 AnswerMode = Literal["llm", "extractive", "no_evidence"]
 
-NOTHING_FOUND_TEXT = "I found nothing in the knowledge base about this."
-NO_EVIDENCE_TEXT = (
-    "The knowledge base does not seem to cover this. These are the nearest sources I found; "
-    "they may not answer the question."
-)
-EXTRACTIVE_INTRO = "Here are the most relevant passages from the knowledge base:"
-LLM_UNAVAILABLE_NOTICE = (
-    "The language model is unavailable right now; here are the most relevant passages."
-)
-LLM_EMPTY_NOTICE = "The language model gave no answer; here are the most relevant passages."
-LLM_SLOW_NOTICE = "The language model was too slow; here are the most relevant passages."
-LLM_CUT_NOTICE = "The language model's answer was cut off; here are the most relevant passages."
-UNCITED_NOTICE = (
-    "This answer cites none of the knowledge base's sources; check it before relying on it."
-)
-
 # Extractive answers quote at most this many passages, each about QUOTE_CHARS long.
 EXTRACTIVE_PASSAGES = 3
-QUOTE_CHARS = 320
 # The nearest sources shown when there is no evidence.
 NEAREST_SOURCES = 3
-SNIPPET_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -320,9 +306,19 @@ class AnswerPipeline:
             quotes.append(f"> {quote_passage(hit.text, terms)} [{n}]")
             if len(quotes) == EXTRACTIVE_PASSAGES:
                 break
-        text = "\n\n".join([EXTRACTIVE_INTRO, *quotes])
+        text = "\n\n".join([self._intro(found), *quotes])
         citations = tuple(_citation(n, hit) for n, hit in enumerate(cited, start=1))
         return Answer(text, citations, "extractive", notice, found.hits, found.query)
+
+    def _intro(self, found: _Retrieved) -> str:
+        """The extractive answer's first line: a plain one when the best passage is a strong
+        match, else one that says the knowledge base may not cover the question."""
+        if self._reranked():
+            return EXTRACTIVE_INTRO
+        best = max((h.similarity for h in found.hits if h.similarity is not None), default=None)
+        if best is None or best >= self.settings.answer.strong_similarity:
+            return EXTRACTIVE_INTRO
+        return WEAK_EXTRACTIVE_INTRO
 
     def _no_evidence(self, found: _Retrieved) -> Answer:
         """Say the knowledge base does not cover it; list the nearest documents, once each."""
@@ -343,58 +339,3 @@ def _best_per_document(hits: Sequence[Hit]) -> list[Hit]:
 
 def _citation(n: int, hit: Hit) -> Citation:
     return Citation(n, hit.title, hit.path, hit.url, snippet(hit.text))
-
-
-def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
-    """The start of ``text`` on one line, cut at a word boundary within ``limit`` characters."""
-    flat = " ".join(text.split())
-    if len(flat) <= limit:
-        return flat
-    cut = flat[: limit - 1]
-    space = cut.rfind(" ")
-    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:") + "…"
-
-
-# Sentence ends: after . ! ? followed by blanks, after CJK full stops, and at line breaks (a
-# Markdown list item or heading is a "sentence" of its own).
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])|\n+")
-_WORD = re.compile(r"\w+", re.UNICODE)
-_FENCE = re.compile(r"```[^\n`]*\n?(.*?)(?:```|$)", re.DOTALL)
-
-
-def quote_passage(text: str, terms: Sequence[str] = (), limit: int = QUOTE_CHARS) -> str:
-    """A quote of about ``limit`` characters from ``text``, on sentence boundaries.
-
-    A passage that fits is quoted whole. Otherwise the quote starts at the sentence sharing most
-    key ``terms`` with the query (the first sentence on a tie) and takes whole sentences while
-    they fit; "…" marks text left out. A single over-long sentence is cut at a word boundary.
-    """
-    # A fenced code block becomes one inline code span: a quote is a single line.
-    text = _FENCE.sub(lambda m: f" `{' '.join(m.group(1).split())}` ", text)
-    sentences = [" ".join(s.split()) for s in _SENTENCE_SPLIT.split(text)]
-    sentences = [s for s in sentences if s]
-    if not sentences:
-        return ""
-    whole = " ".join(sentences)
-    if len(whole) <= limit:
-        return whole
-    wanted = {t.lower() for t in terms}
-    scores = [len(wanted & {w.lower() for w in _WORD.findall(s)}) for s in sentences]
-    start = scores.index(max(scores))
-    taken: list[str] = []
-    length = 0
-    for sentence in sentences[start:]:
-        extra = len(sentence) + (1 if taken else 0)
-        if length + extra > limit:
-            break
-        taken.append(sentence)
-        length += extra
-    if not taken:
-        quote = snippet(sentences[start], limit).removesuffix("…")
-        taken_all = False
-    else:
-        quote = " ".join(taken)
-        taken_all = start + len(taken) == len(sentences)
-    prefix = "… " if start > 0 else ""
-    suffix = "" if taken_all else " …"
-    return f"{prefix}{quote}{suffix}"

@@ -417,3 +417,17 @@ def test_quote_turns_a_code_fence_into_inline_code():
     text = "To index a folder, run:\n```bash\nlorebot index ~/handbook\n```\nThen ask away."
     expected = "To index a folder, run: `lorebot index ~/handbook` Then ask away."
     assert quote_passage(text) == expected
+
+
+async def test_a_weak_extractive_answer_says_the_knowledge_base_may_not_cover_it():
+    from bot.answer.pipeline import WEAK_EXTRACTIVE_INTRO
+
+    # "What is the policy on bringing dogs?" against a handbook: a passage about another policy
+    # clears the evidence threshold, but only just; it must not read as the answer.
+    travel = make_hit(1, "The travel policy covers hotels and flights booked for work.",
+                      similarity=0.22)
+    weak = await pipeline([travel]).answer("What is the policy on bringing dogs?")
+    assert weak.mode == "extractive"
+    assert weak.text.startswith(WEAK_EXTRACTIVE_INTRO)
+    strong = await pipeline(HITS).answer("When do deploys run?")
+    assert strong.text.startswith(EXTRACTIVE_INTRO)
