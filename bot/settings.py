@@ -196,6 +196,43 @@ class SlackSettings(BaseModel):
         return frozenset(u.strip() for u in self.admin_users.split(",") if u.strip())
 
 
+class LarkSettings(BaseModel):
+    """The Feishu/Lark app (``lorebot lark serve``). No app id means no Feishu/Lark."""
+
+    app_id: str | None = Field(None, description="cli_… app id (Credentials & Basic Info).")
+    app_secret: SecretStr | None = Field(None, description="The app secret.")
+    verification_token: SecretStr | None = Field(
+        None, description="Event subscription verification token; HTTP callbacks carrying "
+        "another are refused.")
+    encrypt_key: SecretStr | None = Field(
+        None, description="Event subscription encrypt key: callbacks are then AES-encrypted and "
+        "signed, and unsigned ones are refused. Strongly recommended over HTTP.")
+    domain: str = Field(
+        "feishu", description="feishu (open.feishu.cn), lark (open.larksuite.com) or a base URL "
+        "(tests, proxies).")
+    http_host: str = Field("0.0.0.0", description="`lorebot lark serve` listens here (--host).")
+    http_port: int = Field(3001, ge=0, le=65535, description="`lorebot lark serve` port (--port).")
+    admin_open_ids: str = Field(
+        "", description="Comma-separated open_ids (ou_…) allowed to run admin chat commands.")
+    update_interval_s: float = Field(
+        1.0, ge=1.0, description="At most one card update per this many seconds while streaming.")
+    rate_limit: int = Field(10, ge=0, description="Questions per user per window; 0: no limit.")
+    rate_limit_window_s: int = Field(60, ge=1, description="The rate limit window in seconds.")
+    timeout_s: float = Field(10.0, gt=0, description="Seconds per Open API request.")
+    drain_s: float = Field(
+        20.0, ge=0, description="On shutdown, answers in flight get this long to finish; the "
+        "askers of the rest are told to ask again.")
+
+    @property
+    def admin_ids(self) -> frozenset[str]:
+        return frozenset(u.strip() for u in self.admin_open_ids.split(",") if u.strip())
+
+    @property
+    def base_url(self) -> str:
+        return {"feishu": "https://open.feishu.cn", "lark": "https://open.larksuite.com"}.get(
+            self.domain.lower(), self.domain.rstrip("/"))
+
+
 class RedisSettings(BaseModel):
     """Shared state. No URL: an embedded Valkey server under the data dir."""
 
@@ -317,6 +354,7 @@ class Settings(BaseSettings):
     answer: AnswerSettings = AnswerSettings()
     opensearch: OpenSearchSettings = OpenSearchSettings()
     slack: SlackSettings = SlackSettings()
+    lark: LarkSettings = LarkSettings()
     redis: RedisSettings = RedisSettings()
     finetune: FinetuneSettings = FinetuneSettings()
     sources: SourcesSettings = SourcesSettings()

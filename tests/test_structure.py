@@ -1,7 +1,8 @@
 """The house rules of the layout, checked on the code itself: no import cycle anywhere in bot/,
-handlers/ and search/ (imports inside functions and under TYPE_CHECKING count too), no source
-module over 400 lines, search/ never imports bot/ or handlers/ or Slack, and every package of
-bot/ imports only what its ``__init__`` docstring allows ("May import: ...")."""
+the platform adapters (handlers/ for Slack, feishu/ for Feishu/Lark) and search/ (imports inside
+functions and under TYPE_CHECKING count too), no source module over 400 lines, search/ never
+imports bot/ or an adapter or Slack, only bot.cli imports an adapter (and no adapter another),
+and every package of bot/ imports only what its ``__init__`` docstring allows ("May import: ...")."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("bot", "handlers", "search")
+PACKAGES = ("bot", "handlers", "feishu", "search")
+# The platform adapters: only bot.cli imports them, and none imports another.
+ADAPTERS = ("handlers", "feishu")
 MAX_LINES = 400
 
 
@@ -128,8 +131,10 @@ def layering_violations(root: Path) -> list[str]:
     for mod, targets in graph.items():
         pkg = next((p for p in rules if mod == p or mod.startswith(p + ".")), None)
         for t in targets:
-            if t.startswith("handlers") and not mod.startswith(("handlers", "bot.cli")):
-                bad.append(f"{mod} imports {t}: only bot.cli may import handlers")
+            adapter = next((a for a in ADAPTERS if t == a or t.startswith(a + ".")), None)
+            if adapter is not None and not (mod == adapter or mod.startswith((adapter + ".",
+                                                                               "bot.cli"))):
+                bad.append(f"{mod} imports {t}: only bot.cli may import {adapter}")
             if pkg is None or rules[pkg] == ["*"] or t == pkg or t.startswith(pkg + "."):
                 continue
             if not t.startswith("bot"):
@@ -155,7 +160,8 @@ def test_search_never_imports_bot_handlers_or_slack():
         tree = ast.parse(path.read_text())
         names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-        bad = [n for n in names if n.split(".")[0] in ("bot", "handlers", "slack_bolt", "slack_sdk")]
+        bad = [n for n in names if n.split(".")[0] in ("bot", *ADAPTERS, "slack_bolt", "slack_sdk",
+                                                       "lark_oapi")]
         assert bad == [], f"{name} imports {bad}"
 
 
@@ -189,6 +195,24 @@ def test_a_planted_long_module_is_found(tmp_path):
                       "bot/ok.py": "x = 1\n" * 400, "handlers/__init__.py": "",
                       "search/__init__.py": ""})
     assert long_modules(tmp_path) == {"bot/long.py": 401}
+
+
+@pytest.mark.parametrize("importer, adapter", [
+    ("bot/answer/pipeline.py", "feishu"), ("handlers/app.py", "feishu"),
+    ("feishu/bot.py", "handlers"), ("bot/answer/pipeline.py", "handlers")])
+def test_only_bot_cli_imports_an_adapter(tmp_path, importer, adapter):
+    _plant(tmp_path, {
+        "bot/__init__.py": "", "bot/cli/__init__.py": '"""CLI.\n\nMay import: everything.\n"""\n',
+        "bot/cli/lark.py": "import feishu.server\nimport handlers.app\n",
+        "bot/answer/__init__.py": '"""Answers.\n\nMay import: bot.settings.\n"""\n',
+        "handlers/__init__.py": "", "feishu/__init__.py": "", "search/__init__.py": "",
+        "feishu/server.py": "", "handlers/app.py": "", "feishu/bot.py": "",
+        importer: f"import {adapter}.{'server' if adapter == 'feishu' else 'app'}\n",
+    })
+    module = importer.removesuffix(".py").replace("/", ".")
+    assert layering_violations(tmp_path) == [
+        f"{module} imports {adapter}.{'server' if adapter == 'feishu' else 'app'}: only bot.cli "
+        f"may import {adapter}"]
 
 
 def test_a_planted_upward_import_breaks_the_layering(tmp_path):

@@ -59,9 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     # Each feature registers its own subcommands in its own module, to keep this file small;
     # they import nothing heavy at the top, so `lorebot --help` stays instant.
     from bot.cli import eval as cli_eval
-    from bot.cli import finetune, opensearch, qa, slack, sources
+    from bot.cli import finetune, lark, opensearch, qa, slack, sources
 
-    for module in (cli_eval, slack, opensearch, finetune, sources, qa):
+    for module in (cli_eval, slack, lark, opensearch, finetune, sources, qa):
         module.add_parser(sub)
     _every_subcommand(parser)
     return parser
