@@ -72,12 +72,14 @@ class Opened:
 
 class Gate:
     def __init__(self, settings: LarkSettings,
-                 elsewhere: Callable[[Delivery], Any] | None = None) -> None:
+                 elsewhere: Callable[[Delivery], Any] | None = None, *,
+                 require_credentials: bool = True) -> None:
         """``elsewhere``: where deliveries go that arrive outside :meth:`open` (the SDK's
-        long-connection client calls the same dispatcher from its own thread)."""
+        long-connection client calls the same dispatcher from its own thread, unverified: the
+        connection itself is authenticated, hence ``require_credentials=False`` there only)."""
         token = settings.verification_token.get_secret_value() if settings.verification_token else ""
         key = settings.encrypt_key.get_secret_value() if settings.encrypt_key else ""
-        if not token and not key:
+        if require_credentials and not token and not key:
             raise GateConfigError(
                 "LOREBOT_LARK__VERIFICATION_TOKEN or LOREBOT_LARK__ENCRYPT_KEY must be set: "
                 "without them anyone could send the bot events (see README, Feishu / Lark)")

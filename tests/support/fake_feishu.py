@@ -92,6 +92,11 @@ class FakeFeishu:
         self._uuids: dict[str, str] = {}
         self._runner: web.AppRunner | None = None
         self.base_url = ""
+        # The long connection: the bot's WebSocket once it connected, and the answers to frames.
+        self.socket: web.WebSocketResponse | None = None
+        self.connected = asyncio.Event()
+        self._frame_ids = itertools.count(1)
+        self._answers: dict[str, asyncio.Future] = {}
 
     async def __aenter__(self) -> FakeFeishu:
         app = web.Application()
@@ -99,6 +104,8 @@ class FakeFeishu:
         app.router.add_get("/open-apis/bot/v3/info", self._bot_info)
         app.router.add_post("/open-apis/im/v1/messages/{message_id}/reply", self._reply)
         app.router.add_patch("/open-apis/im/v1/messages/{message_id}", self._patch)
+        app.router.add_post("/callback/ws/endpoint", self._ws_endpoint)
+        app.router.add_get("/ws", self._ws)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -126,6 +133,53 @@ class FakeFeishu:
             return replies if len(replies) >= count and all(r.finished for r in replies) else None
 
         return await self.wait_for(ready, timeout)
+
+    async def push(self, payload: dict[str, Any], kind: str = "event",
+                   timeout: float = 10.0) -> dict[str, Any]:
+        """Send ``payload`` over the long connection as Feishu does (a protobuf DATA frame);
+        returns the client's answer (``code``, and ``data`` decoded)."""
+        from lark_oapi.ws.pb.pbbp2_pb2 import Frame
+
+        await asyncio.wait_for(self.connected.wait(), timeout)
+        frame_id = f"msg_{next(self._frame_ids)}"
+        frame = Frame(SeqID=1, LogID=1, service=1, method=1, payload=json.dumps(payload).encode())
+        for key, value in (("type", kind), ("message_id", frame_id), ("sum", "1"), ("seq", "0"),
+                           ("trace_id", f"trace_{frame_id}")):
+            header = frame.headers.add()
+            header.key, header.value = key, value
+        answer = self._answers[frame_id] = asyncio.get_running_loop().create_future()
+        await self.socket.send_bytes(frame.SerializeToString())
+        result = await asyncio.wait_for(answer, timeout)
+        if result.get("data"):
+            result["data"] = json.loads(base64.b64decode(result["data"]))
+        return result
+
+    async def _ws_endpoint(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if body.get("AppID") != APP_ID or body.get("AppSecret") != APP_SECRET:
+            return web.json_response({"code": 514, "msg": "auth failed"})
+        url = self.base_url.replace("http://", "ws://") + "/ws?device_id=dev1&service_id=1"
+        return web.json_response({"code": 0, "msg": "ok", "data": {"URL": url, "ClientConfig": {
+            "ReconnectCount": -1, "ReconnectInterval": 120, "ReconnectNonce": 30,
+            "PingInterval": 120}}})
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        from lark_oapi.ws.pb.pbbp2_pb2 import Frame
+
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        self.socket = socket
+        self.connected.set()
+        async for message in socket:
+            if message.type != aiohttp.WSMsgType.BINARY:
+                continue
+            frame = Frame()
+            frame.ParseFromString(message.data)
+            headers = {h.key: h.value for h in frame.headers}
+            if frame.method == 1 and headers.get("message_id") in self._answers:
+                self._answers.pop(headers["message_id"]).set_result(json.loads(frame.payload))
+        self.connected.clear()
+        return socket
 
     # -- the endpoints ---------------------------------------------------------------------------
 
