@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.answer.turns import ConversationStore
+from bot.jobs.queue import JobQueue
 from bot.service.conversation import Answerer, ConversationService
 from bot.settings import Settings
 from bot.sources.policy import ChannelPolicy
@@ -37,6 +38,7 @@ class LarkBot:
     feedback: FeedbackStore
     sources: SourceRegistry
     policy: ChannelPolicy
+    jobs: JobQueue
     # The bot's own open_id (bot/v3/info): a group message mentioning it is a question.
     open_id: str | None = None
     # Set when shutdown begins: new questions get a "restarting" reply instead of an answer.
@@ -67,8 +69,10 @@ class LarkBot:
             rate_limiter=RateLimiter(guard, lark.rate_limit, lark.rate_limit_window_s),
             threads=ThreadRegistry(guard, r.conversation_ttl_s), conversations=conversations,
             feedback=feedback, policy=policy)
+        jobs = JobQueue(redis_client, r.key_prefix, lock_ttl_s=settings.sources.job_lock_ttl_s,
+                        max_attempts=settings.sources.job_max_attempts)
         return cls(settings=settings, service=service, api=api or LarkApi(lark), guard=guard,
-                   feedback=feedback, sources=registry, policy=policy)
+                   feedback=feedback, sources=registry, policy=policy, jobs=jobs)
 
     async def start(self) -> None:
         """Learn the bot's open_id; fails (LarkApiError) when the app id or secret is wrong."""

@@ -1,6 +1,8 @@
 """Chat commands: ``@lorebot /lorebot sources`` and, for admins (``lark.admin_open_ids``),
-``/lorebot channel allow|deny SOURCE``. ``add``, ``remove`` and ``reindex`` are refused to
-non-admins and, for admins, not yet run from Feishu (they are told the shell command).
+``/lorebot add URL_OR_PATH [NAME] [--private]`` (registered, and a reindex job queued for the
+workers), ``/lorebot reindex [NAME|all]`` and ``/lorebot channel allow|deny SOURCE``. ``remove``
+is refused to non-admins and, for admins, not run from Feishu yet (they are told the shell
+command): it deletes documents, and Slack's confirmation step has no Feishu twin yet.
 
 Every admin command, done or refused, is one JSON record on the ``lorebot.audit`` logger, as on
 Slack, so that what a user typed cannot forge a record of its own.
@@ -14,6 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from bot.service.conversation import new_error_id
+from bot.sources.registry import Source, SourceRegistryError, default_name, guess_type
 from feishu import card, texts
 from feishu.api import LarkApiError, reply_uuid
 
@@ -25,7 +28,8 @@ logger = logging.getLogger(__name__)
 audit_log = logging.getLogger("lorebot.audit")
 
 ADMIN_ONLY = frozenset({"add", "remove", "reindex", "channel"})
-NOT_YET = frozenset({"add", "remove", "reindex"})
+NOT_YET = frozenset({"remove"})
+ADD_USAGE = "Usage: `/lorebot add URL_OR_PATH [NAME] [--private]`"
 
 
 def audit(action: str, *, user: str, outcome: str, **fields: Any) -> None:
@@ -64,6 +68,10 @@ async def _run(bot: LarkBot, chat: str, user: str, sub: str, args: list[str]) ->
         return await _sources(bot, chat, admin)
     if sub == "channel":
         return await _channel(bot, chat, user, args)
+    if sub == "add":
+        return await _add(bot, chat, user, args)
+    if sub == "reindex":
+        return await _reindex(bot, chat, user, args)
     if sub in NOT_YET:
         return texts.UNSUPPORTED_HERE.format(sub=sub)
     return texts.COMMAND_HELP
@@ -98,3 +106,51 @@ async def _channel(bot: LarkBot, chat: str, user: str, args: list[str]) -> str:
     audit("/lorebot channel", user=user, outcome="done", channel=chat, verb=verb,
           source=source.name)
     return text
+
+
+async def _add(bot: LarkBot, chat: str, user: str, args: list[str]) -> str:
+    private = "--private" in args
+    args = [a for a in args if a != "--private"]
+    if not 1 <= len(args) <= 2 or args[0].startswith("-"):
+        return ADD_USAGE
+    # Feishu sends a pasted link as text; a Markdown-style [text](url) is reduced to the url.
+    location = args[0]
+    if (link := _markdown_link(location)) is not None:
+        location = link
+    name = args[1] if len(args) > 1 else default_name(location)
+    try:
+        source = await bot.sources.add(Source(name=name, type=guess_type(location),
+                                              location=location, public=not private,
+                                              created_by=user))
+    except SourceRegistryError as exc:
+        audit("/lorebot add", user=user, outcome="refused", channel=chat, location=location,
+              reason=str(exc))
+        return f"Could not add it: {exc}"
+    job, _created = await bot.jobs.enqueue(source.name, requested_by=user)
+    audit("/lorebot add", user=user, outcome="done", channel=chat, source=source.name,
+          type=source.type, location=source.location,
+          scope="public" if source.public else "restricted", job=job.id)
+    return (f"Added **{source.name}** ({source.type}{'' if source.public else ', restricted'}). "
+            f"A reindex is queued (job {job.id}); `/lorebot sources` shows it once indexed.")
+
+
+async def _reindex(bot: LarkBot, chat: str, user: str, args: list[str]) -> str:
+    target = args[0] if args else "all"
+    if target == "all":
+        names = [s.name for s in await bot.sources.list()]
+    elif await bot.sources.get(target) is None:
+        return f"There is no source named `{target}`."
+    else:
+        names = [target]
+    if not names:
+        return "No sources to reindex. Add one with `/lorebot add URL_OR_PATH`."
+    jobs = [(await bot.jobs.enqueue(name, requested_by=user))[0] for name in names]
+    audit("/lorebot reindex", user=user, outcome="done", channel=chat, sources=names)
+    return "Reindex queued: " + ", ".join(f"**{n}** (job {j.id}, {j.state})"
+                                          for n, j in zip(names, jobs))
+
+
+def _markdown_link(text: str) -> str | None:
+    if text.startswith("[") and "](" in text and text.endswith(")"):
+        return text.split("](", 1)[1][:-1]
+    return None

@@ -10,7 +10,8 @@ FEEDBACK_THANKS = {"helpful": "Thanks for the feedback!",
                    "not_helpful": "Thanks: this helps improve the answers.",
                    "wrong_source": "Thanks: the sources will be looked at."}
 COMMAND_HELP = ("Commands: `/lorebot sources` (what I answer from here); admins also "
-                "`/lorebot channel allow|deny SOURCE`.")
+                "`/lorebot add URL_OR_PATH [NAME] [--private]`, `/lorebot reindex [NAME|all]` "
+                "and `/lorebot channel allow|deny SOURCE`.")
 UNSUPPORTED_HERE = ("`/lorebot {sub}` is not available in Feishu/Lark yet: run "
                     "`lorebot sources {sub} …` on the server.")
 

@@ -5,14 +5,16 @@
   the event subscription: without either, anyone could send it events, so it refuses to start.
 - ``connect``: the SDK's long connection (no public URL); the app id and secret are enough.
 
-Start-up
-loads the models, opens Redis (the embedded Valkey unless a URL is set) and asks Feishu for the
-bot's identity, which also proves the app credentials, before anything is served. SIGINT/SIGTERM
-stop taking questions and let the answers in flight finish.
+Start-up loads the models, opens Redis (the embedded Valkey unless a URL is set) and asks Feishu
+for the bot's identity, which also proves the app credentials, before anything is served.
+SIGINT/SIGTERM stop taking questions and let the answers in flight finish. Unless
+``LOREBOT_SOURCES__IN_PROCESS_WORKER=false``, a worker runs the reindex jobs that `/lorebot add`
+and `/lorebot reindex` queue, as the Slack bot's does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator
@@ -126,7 +128,21 @@ async def lark_runtime(settings: Settings) -> AsyncIterator:
                 raise CliError(f"Feishu/Lark refused the app credentials or cannot be reached "
                                f"({exc}); check LOREBOT_LARK__APP_ID, LOREBOT_LARK__APP_SECRET "
                                "and LOREBOT_LARK__DOMAIN") from None
-            yield bot
+            stop_worker = asyncio.Event()
+            worker = None
+            if settings.sources.in_process_worker:
+                # Reindex jobs queued by `/lorebot add|reindex` run here (else in `lorebot worker`s;
+                # several workers share the queue safely).
+                from bot.cli.sources import run_worker
+
+                worker = asyncio.create_task(run_worker(settings, services, redis.client,
+                                                        stop_worker))
+            try:
+                yield bot
+            finally:
+                stop_worker.set()
+                if worker is not None:
+                    await worker
         finally:
             await redis.aclose()
     finally:

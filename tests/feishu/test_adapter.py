@@ -201,3 +201,25 @@ async def test_an_admin_allows_a_restricted_source_in_a_chat(harness):
     [reply] = await harness.feishu.finished_replies(question)
     assert "now search" in reply.text
     assert (await harness.bot.sources.get("payroll")).allowed_channels == (GROUP,)
+
+
+async def test_an_admin_adds_a_source_and_a_reindex_is_queued(harness):
+    question, _, _ = await harness.ask("/lorebot add https://docs.example.com/ handbook2 --private",
+                                       sender="ou_admin")
+    [reply] = await harness.feishu.finished_replies(question)
+    assert "Added **handbook2**" in reply.text and "restricted" in reply.text
+    source = await harness.bot.sources.get("handbook2")
+    assert source is not None and not source.public and source.created_by == "ou_admin"
+    [job] = await harness.bot.jobs.recent()
+    assert job.source == "handbook2" and job.state == "queued" and job.requested_by == "ou_admin"
+
+
+async def test_remove_is_refused_to_non_admins_and_not_run_for_admins_yet(harness):
+    await harness.bot.sources.put(Source(name="handbook", type="crawl",
+                                         location="https://wiki.example.com/"))
+    refused, _, _ = await harness.ask("/lorebot remove handbook")
+    admin, _, _ = await harness.ask("/lorebot remove handbook", sender="ou_admin")
+    [r1] = await harness.feishu.finished_replies(refused)
+    [r2] = await harness.feishu.finished_replies(admin)
+    assert "Only lorebot admins" in r1.text and "not available in Feishu/Lark yet" in r2.text
+    assert await harness.bot.sources.get("handbook") is not None
