@@ -202,10 +202,10 @@ async def _status_text(bot: SlackBot, channel: str, admin: bool) -> str:
     lines = []
     if running:
         lines.append("*Running and queued*")
-        lines += [f"• {job_text(render.safe_job(j))}" for j in running]
+        lines += [f"• {job_text(j)}" for j in running]
     if done:
         lines.append("*Recent*")
-        lines += [f"• {job_text(render.safe_job(j)).splitlines()[0]}" for j in done]
+        lines += [f"• {job_text(j).splitlines()[0]}" for j in done]
     return render.fit_lines(lines)
 
 

@@ -118,5 +118,5 @@ async def home_view(bot: SlackBot, admin: bool, notice: str | None = None) -> di
         jobs = [j for j in jobs if j.state in ("queued", "running")]
     if jobs:
         blocks.append(render.header("Jobs"))
-        blocks += [render.section(job_text(render.safe_job(j)).splitlines()[0]) for j in jobs]
+        blocks += [render.section(job_text(j).splitlines()[0]) for j in jobs]
     return {"type": "home", "blocks": render.fit_blocks(blocks, render.VIEW_BLOCKS)}

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import PurePath
 from typing import Any
 
 from bot.answer.pipeline import Answer, Citation, snippet
-from bot.jobs.queue import Job
 from handlers import texts
 from handlers.texts import escape
 
@@ -356,17 +354,6 @@ def shown(text: str, limit: int = 300) -> str:
     """A location, name or error as shown in a listing: escaped, on one line, cut to at most
     ``limit`` characters (never inside an escape)."""
     return clip(escape(" ".join(str(text).split())), limit)
-
-
-def safe_job(job: Job) -> Job:
-    """``job`` with the parts that come from outside (its error, the paths and reasons of the
-    files that failed) escaped, for ``job_text``, which writes them into mrkdwn as they are."""
-    summary = dict(job.summary or {})
-    if summary.get("failed"):
-        summary["failed"] = [{"path": shown(f.get("path", "")), "reason": shown(f.get("reason", ""))}
-                             for f in summary["failed"]]
-    return replace(job, source=shown(job.source), summary=summary or job.summary,
-                   error=shown(job.error, 500) if job.error else job.error)
 
 
 def _shorten(text: str, limit: int) -> str:
