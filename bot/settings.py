@@ -112,6 +112,11 @@ class OpenSearchSettings(BaseModel):
     hnsw_m: int = Field(16, ge=2, le=100, description="HNSW graph links per vector (faiss).")
     hnsw_ef_construction: int = Field(128, ge=2, description="HNSW candidate list while building.")
     hnsw_ef_search: int = Field(100, ge=2, description="HNSW candidate list while searching.")
+    knn_engine: Literal["faiss", "lucene"] = Field(
+        "faiss", description="k-NN engine of the vector field: faiss (native, every OpenSearch "
+        "distribution) or lucene (pure Java, e.g. a node without the k-NN JNI libraries). Set "
+        "it before `lorebot opensearch setup`; changing it needs `setup --fresh`."
+    )
     bulk_chunk_size: int = Field(500, ge=1, description="Records per bulk request.")
     bulk_max_retries: int = Field(5, ge=0, description="Retries of records rejected with 429.")
     server_hybrid: Literal["off", "rrf", "min_max"] = Field(

@@ -44,6 +44,7 @@ def open_opensearch_index(settings: Settings):
         layout = IndexLayout(
             prefix=o.index_prefix, shards=o.shards, replicas=o.replicas, hnsw_m=o.hnsw_m,
             hnsw_ef_construction=o.hnsw_ef_construction, hnsw_ef_search=o.hnsw_ef_search,
+            knn_engine=o.knn_engine,
         )
     except ValueError as exc:  # a bad prefix: say which setting
         from search.errors import IndexStoreError
