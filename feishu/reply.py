@@ -42,7 +42,8 @@ class Target:
 
 
 def notice_text(notice: service.Notice) -> str:
-    return texts.EMPTY_QUESTION if notice.reason == "empty" else notice.text
+    return {"empty": texts.EMPTY_QUESTION, "policy": texts.POLICY_UNAVAILABLE}.get(
+        notice.reason, notice.text)
 
 
 async def answer_question(bot: LarkBot, target: Target, place: service.Place,

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 EMPTY_QUESTION = ("Ask me a question about the team's documents, for example: "
                   "@lorebot how do I set up the VPN?")
+# The service's wording, with Feishu's emoji (it has no :shortcodes:).
+POLICY_UNAVAILABLE = ("⚠️ I cannot check right now which documents may be shown here (the source "
+                      "registry is unavailable), so I am not answering from them. Please ask "
+                      "again in a minute.")
 RESTARTING = ("🔄 I am restarting and could not finish this answer. Please ask again in a "
               "minute.")
 FEEDBACK_THANKS = {"helpful": "Thanks for the feedback!",

@@ -223,3 +223,25 @@ async def test_remove_is_refused_to_non_admins_and_not_run_for_admins_yet(harnes
     [r2] = await harness.feishu.finished_replies(admin)
     assert "Only lorebot admins" in r1.text and "not available in Feishu/Lark yet" in r2.text
     assert await harness.bot.sources.get("handbook") is not None
+
+
+async def test_an_expired_tenant_token_is_renewed_and_the_reply_still_goes_out(harness):
+    assert harness.feishu.token_requests == 1  # at start-up, for bot/v3/info
+    harness.feishu.tenant_token = "t-rotated"  # Feishu expired the one the bot holds
+    question, _, _ = await harness.ask("how do I set up the VPN?")
+    [reply] = await harness.feishu.finished_replies(question)
+    assert reply.buttons and harness.feishu.token_requests == 2
+
+
+async def test_a_policy_that_cannot_be_read_searches_nothing_and_says_so(harness):
+    from bot.sources.policy import PolicyUnavailableError
+
+    async def unreadable(_channel, *, cached=False):
+        raise PolicyUnavailableError("the registry is unavailable")
+
+    harness.bot.policy.sources_for = unreadable
+    question, _, _ = await harness.ask("how do I set up the VPN?")
+    [reply] = await harness.feishu.finished_replies(question)
+    assert "cannot check right now which documents may be shown here" in reply.text
+    assert ":warning:" not in reply.text
+    assert harness.retriever.calls == [] and not reply.buttons

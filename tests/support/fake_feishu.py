@@ -88,6 +88,7 @@ class FakeFeishu:
         self.messages: dict[str, SentMessage] = {}
         self.requests: list[tuple[str, str]] = []
         self.token_requests = 0
+        self.tenant_token = TENANT_TOKEN  # change it to expire the bot's token
         self._ids = itertools.count(1)
         self._uuids: dict[str, str] = {}
         self._runner: web.AppRunner | None = None
@@ -189,11 +190,11 @@ class FakeFeishu:
         self.requests.append(("token", body.get("app_id")))
         if body.get("app_id") != APP_ID or body.get("app_secret") != APP_SECRET:
             return web.json_response({"code": 10014, "msg": "app secret invalid"})
-        return web.json_response({"code": 0, "msg": "ok", "tenant_access_token": TENANT_TOKEN,
+        return web.json_response({"code": 0, "msg": "ok", "tenant_access_token": self.tenant_token,
                                   "expire": 7200})
 
     def _authorised(self, request: web.Request) -> bool:
-        return request.headers.get("Authorization") == f"Bearer {TENANT_TOKEN}"
+        return request.headers.get("Authorization") == f"Bearer {self.tenant_token}"
 
     @staticmethod
     def _invalid_token() -> web.Response:
