@@ -13,7 +13,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers import admin, texts
 from handlers.parse import Place, conversation_key, question_text
-from handlers.reply import answer_privately, answer_question
+from handlers.private import answer_privately
+from handlers.reply import answer_question
 
 if TYPE_CHECKING:
     from bot.slack.app import SlackBot

@@ -265,10 +265,14 @@ class ReplyWriter:
         if not new:
             return
         p = self.place
+        # Escaped (an LLM's "<!channel>" is shown, not acted on) and in pieces within Slack's
+        # markdown_text limit.
+        pieces = render.stream_pieces(render.stream_chunk(new))
         if not self._streaming:
+            first, pieces = pieces[0], pieces[1:]
             try:
                 response = await self.client.chat_startStream(
-                    channel=p.channel, thread_ts=p.thread_ts, markdown_text=new,
+                    channel=p.channel, thread_ts=p.thread_ts, markdown_text=first,
                     recipient_user_id=p.user, recipient_team_id=p.team,
                 )
             except (aiohttp.ClientError, TimeoutError):
@@ -279,8 +283,8 @@ class ReplyWriter:
                 response = {"ts": landed}
             self.ts = response["ts"]
             self._streaming = True
-        else:
-            await self.client.chat_appendStream(channel=p.channel, ts=self.ts, markdown_text=new)
+        for piece in pieces:
+            await self.client.chat_appendStream(channel=p.channel, ts=self.ts, markdown_text=piece)
         self._sent = len(text)
 
     async def _flush_update(self) -> None:
@@ -296,8 +300,12 @@ class ReplyWriter:
 
     async def _stop_stream(self, blocks: list[dict[str, Any]] | None = None) -> None:
         rest = self._text[self._sent:]
+        pieces = render.stream_pieces(render.stream_chunk(rest)) if rest else [None]
+        for piece in pieces[:-1]:
+            await self.client.chat_appendStream(channel=self.place.channel, ts=self.ts,
+                                                markdown_text=piece)
         await self.client.chat_stopStream(
-            channel=self.place.channel, ts=self.ts, markdown_text=rest or None, blocks=blocks,
+            channel=self.place.channel, ts=self.ts, markdown_text=pieces[-1], blocks=blocks,
         )
         self._streaming = False
         self._sent = len(self._text)
@@ -371,30 +379,3 @@ class ReplyWriter:
         found = [m["ts"] for m in page.get("messages") or []
                  if m.get("bot_id") and float(m["ts"]) > float(after)]
         return min(found, key=float) if found else False
-
-
-async def answer_privately(bot: SlackBot, respond, place: Place, question: str) -> None:
-    """Answer a slash command where the bot cannot post (a DM between people, a channel it is
-    not in): the whole answer as one ephemeral message through the command's ``respond``."""
-    try:
-        async for event in bot.service.answer(question, neutral(place), remember=False):
-            if isinstance(event, service.Final):
-                s = bot.settings
-                await respond(
-                    text=render.plain_text(event.answer.text), response_type="ephemeral",
-                    blocks=render.answer_blocks(event.answer, event.answer_id,
-                                                max_sources=s.answer.max_sources,
-                                                wrong_source_button=s.slack.wrong_source_button),
-                )
-            elif isinstance(event, service.Notice):
-                await respond(text=notice_text(event), response_type="ephemeral")
-            elif isinstance(event, service.Refused):
-                await respond(text=texts.rate_limited(event.retry_after_s),
-                              response_type="ephemeral")
-            elif isinstance(event, service.Failed):
-                await respond(text=texts.error(event.error_id), response_type="ephemeral")
-    except Exception:  # noqa: BLE001 - the user always hears back
-        error_id = service.new_error_id()
-        logger.exception("Answering a command failed (error id %s)", error_id)
-        with contextlib.suppress(Exception):
-            await respond(text=texts.error(error_id), response_type="ephemeral")

@@ -151,3 +151,20 @@ async def test_shutdown_mid_answer_tells_the_asker_to_ask_again(data_dir, redis_
         [notice] = await h.slack.wait_for(lambda: h.slack.thread(CHANNEL, late["ts"]) or None)
         assert "ask again" in notice.text
         await asyncio.sleep(0)
+
+
+async def test_streamed_text_is_escaped_and_sent_within_slacks_limit(data_dir, redis_url):
+    from bot.answer.pipeline import Answer
+
+    long = "<!channel> look " + "word " * 2900  # ~14,500 characters, one mention
+    answer = Answer(long, (), "llm", None, (), "q")
+    answerer = ScriptedAnswerer([long[:7000], long[7000:]], answer, pause_s=0.3)
+    async with running_bot(data_dir, redis_url, pipeline=answerer) as h:
+        question = await h.mention("Tell me everything")
+        await h.replies(CHANNEL, question["ts"])
+        await h.slack.settle()
+        sent = [c.args.get("markdown_text") or "" for c in
+                h.slack.calls_to("chat.startStream") + h.slack.calls_to("chat.appendStream")
+                + h.slack.calls_to("chat.stopStream")]
+    assert sent and all(len(t) <= 12_000 for t in sent)
+    assert "<!channel>" not in "".join(sent) and "&lt;!channel&gt;" in "".join(sent)
