@@ -245,3 +245,11 @@ async def test_a_policy_that_cannot_be_read_searches_nothing_and_says_so(harness
     assert "cannot check right now which documents may be shown here" in reply.text
     assert ":warning:" not in reply.text
     assert harness.retriever.calls == [] and not reply.buttons
+
+
+async def test_a_verified_event_nobody_handles_is_acknowledged_and_dropped(harness):
+    for event_type in ("im.chat.updated_v1", "im.message.message_read_v1"):
+        payload = harness.sender.envelope(event_type, {"chat_id": GROUP})
+        assert (await harness.sender.post(payload)).status == 200  # else Feishu retries it
+    await asyncio.sleep(0.3)
+    assert harness.feishu.messages == {}
