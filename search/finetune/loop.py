@@ -1,12 +1,16 @@
-"""What the model trainers share: their common settings, the step budget, AdamW with a linear
-warm-up and decay, quiet model loading, and the plain PyTorch step loop.
+"""What the model trainers share: their common settings, the step budget, quiet model loading,
+the settings and progress reporting of sentence-transformers' trainers (the embedder's
+``SentenceTransformerTrainer``), and a plain PyTorch step loop, with AdamW and a linear warm-up
+and decay, for what is still trained by hand: the adapter (raw vectors, no transformer for a
+trainer to drive) and lorebot's segment-cosine reranker (why: :mod:`search.finetune.reranker`).
 
-Each trainer keeps its own data handling and loss; torch and transformers are imported inside the
-functions, so importing this module loads neither.
+Each trainer keeps its own data handling and loss; torch, transformers, datasets and accelerate are
+imported inside the functions, so importing this module loads none of them.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -96,3 +100,80 @@ def run_steps(
             if progress is not None:
                 progress(step, total, loss_value)
     return step, loss_value
+
+
+Progress = Callable[[int, int, float], None]
+
+
+def require_training_extra() -> None:
+    """Fail with the fix when the ``train`` extra is missing, not with a bare ImportError from
+    deep inside sentence-transformers."""
+    from importlib.util import find_spec
+
+    missing = [name for name in ("datasets", "accelerate") if find_spec(name) is None]
+    if missing:
+        raise RuntimeError(f"training needs {' and '.join(missing)}: "
+                           "pip install 'lorebot[train]' (or `make install`)")
+
+
+def trainer_arguments(args_class, config: Training, output_dir: str, **extra):
+    """``args_class`` (a sentence-transformers ``*TrainingArguments``) set as the plain loop was:
+    AdamW with weight decay 0.01, a linear warm-up over ``warmup_ratio`` of the steps then a
+    linear decay to zero, gradients cut to norm 1.0, the seed for the order and initialisation.
+
+    On the CPU even where a GPU is visible (the bot's serving models are on the CPU, and results
+    must not depend on the host); no checkpoints (the caller saves the model where it belongs),
+    no reporting integrations, no tqdm bars; a log entry every step, which is how the loss
+    reaches ``progress``."""
+    return args_class(
+        output_dir=output_dir,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps if config.max_steps is not None else -1,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        weight_decay=0.01,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the steps
+        lr_scheduler_type="linear",
+        max_grad_norm=1.0,
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="steps",
+        logging_steps=1,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        **extra,
+    )
+
+
+@contextmanager
+def scratch_dir() -> Iterator[str]:
+    """The trainer's ``output_dir``: it must have one, and nothing it writes there is kept."""
+    with tempfile.TemporaryDirectory(prefix="lorebot-train-") as tmp:
+        yield tmp
+
+
+def train_with_progress(trainer, progress: Progress | None) -> tuple[int, float]:
+    """``trainer.train()`` with ``progress(step, total, loss)`` after every optimiser step.
+    Returns the steps taken and the last step's loss (NaN when no step was taken).
+
+    The loss is read from the per-step log (``on_log`` follows ``on_step_end`` within a step),
+    and the log printer a trainer adds when tqdm is off is removed: it prints to stdout, where
+    ``lorebot finetune --json`` writes its result."""
+    from transformers import PrinterCallback, TrainerCallback
+
+    last = {"step": 0, "loss": float("nan")}
+
+    class _Report(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                last["step"], last["loss"] = state.global_step, float(logs["loss"])
+                if progress is not None:
+                    progress(state.global_step, state.max_steps, last["loss"])
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(_Report())
+    trainer.train()
+    return trainer.state.global_step, last["loss"]

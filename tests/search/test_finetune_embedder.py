@@ -18,7 +18,7 @@ import pytest
 
 from search.errors import IndexStoreError
 from search.finetune.data import Example, Passage
-from search.finetune.embedder import batches, training_rows
+from search.finetune.embedder import training_columns, training_rows
 from search.models import Chunk, Document
 from search.text import content_hash
 from tests.support.tiny_beir import QUESTIONS, TOPICS
@@ -75,7 +75,7 @@ def _args(dataset, **kw):
 # --- training data ------------------------------------------------------------------------------
 
 
-def test_rows_deal_hard_negatives_and_batches_never_repeat_a_positive():
+def test_rows_deal_hard_negatives_and_rows_without_one_get_a_dataset_of_their_own():
     exs = [Example("q1", "vpn?", {"a"}, [Passage("a", "A"), Passage("b", "B")],
                    [Passage("n", "N1"), Passage("m", "N2")]),
            Example("q2", "hotel?", {"a"}, [Passage("a", "A")], []),
@@ -83,12 +83,13 @@ def test_rows_deal_hard_negatives_and_batches_never_repeat_a_positive():
     rows = training_rows(exs)
     assert rows == [("vpn?", "A", "N1"), ("vpn?", "B", "N2"), ("hotel?", "A", None),
                     ("badge?", "C", "N1")]
-    out = batches(rows * 3, 4, random.Random(1))
-    assert sorted(r for b in out for r in b) == sorted(rows * 3)
-    for b in out:
-        positives = [p for _, p, _ in b]
-        assert len(positives) == len(set(positives)) and len(b) <= 4
-        assert len({n is None for _, _, n in b}) == 1  # a negative column for all rows or none
+    # The trainer draws a batch from one dataset: every row of it has every column.
+    assert training_columns(rows) == {
+        "with_negative": {"anchor": ["vpn?", "vpn?", "badge?"], "positive": ["A", "B", "C"],
+                          "negative": ["N1", "N2", "N1"]},
+        "without_negative": {"anchor": ["hotel?"], "positive": ["A"]},
+    }
+    assert list(training_columns(rows[:2])) == ["with_negative"]
 
 
 # --- OpenSearch is refused up front ------------------------------------------------------------
@@ -479,3 +480,28 @@ async def test_an_index_without_the_new_meta_keeps_its_hashes_valid(tmp_path, ot
     assert _pin(path) == other_model.model_id and "hash_model" not in _meta(path)
     await run_model(reembed, path, base.encode, BASE, previous_model="some-other-model")
     assert _meta(path)["hash_model"] == other_model.model_id
+
+
+@pytest.mark.slow
+def test_the_trainer_reports_every_step_prints_nothing_and_leaves_no_files(tmp_path, monkeypatch,
+                                                                         capsys):
+    """SentenceTransformerTrainer drives the embedder: progress per step with its loss, stdout
+    left to `--json`, no checkpoint or run directory anywhere but the output."""
+    from search.finetune.embedder import EmbedderTraining, train_embedder
+
+    texts = {d: x for d, _, x in TOPICS}
+    ids = list(texts)
+    exs = [Example(f"q-{d}", QUESTIONS[d], {d}, [Passage(d, texts[d])],
+                   [Passage(ids[i - 1], texts[ids[i - 1]])]) for i, d in enumerate(ids)]
+    exs.append(Example("q-pay", "salary day", {"payroll"}, [Passage("payroll", texts["payroll"])]))
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    stats = train_embedder(exs, tmp_path / "out", base_model=BASE,
+                           config=EmbedderTraining(batch_size=4, max_length=32, max_steps=2),
+                           progress=lambda *a: seen.append(a))
+    assert [(s, n) for s, n, _ in seen] == [(1, 2), (2, 2)]
+    assert all(np.isfinite(loss) for _, _, loss in seen)
+    assert stats == {"rows": 9, "steps": 2, "final_loss": seen[-1][2]}
+    assert capsys.readouterr().out == ""
+    assert os.listdir(tmp_path) == ["out"]
+    assert (tmp_path / "out" / "modules.json").is_file()
