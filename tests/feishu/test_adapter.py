@@ -253,3 +253,23 @@ async def test_a_verified_event_nobody_handles_is_acknowledged_and_dropped(harne
         assert (await harness.sender.post(payload)).status == 200  # else Feishu retries it
     await asyncio.sleep(0.3)
     assert harness.feishu.messages == {}
+
+
+async def test_a_mention_without_a_question_gets_a_hint(harness):
+    question, _, _ = await harness.ask("")
+    [reply] = await harness.feishu.finished_replies(question)
+    assert "Ask me a question" in reply.text and harness.retriever.calls == []
+
+
+async def test_an_answer_cut_short_by_shutdown_tells_the_asker_to_ask_again(data_dir, redis_url):
+    class Stuck:
+        async def stream(self, question, history=(), sources=None):
+            yield "Looking into it"
+            await asyncio.sleep(3600)
+
+    async with running_bot(data_dir, redis_url, pipeline=Stuck()) as h:
+        question, _, _ = await h.ask("how do I set up the VPN?")
+        await h.feishu.wait_for(lambda: h.feishu.replies_to(question))  # the stream started
+        await h.bot.drain(timeout_s=0.2)
+        [reply] = await h.feishu.finished_replies(question)
+        assert "restarting" in reply.text and len(h.feishu.replies_to(question)) == 1
