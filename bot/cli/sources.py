@@ -240,6 +240,9 @@ async def cmd_sources_reindex(args) -> int:
         except SourceRegistryError as exc:
             raise CliError(str(exc)) from exc
         queue = _queue(settings, client)
+        # A job whose owner is gone (an interrupted reindex, a killed worker) is requeued
+        # now, so it does not block this one until a worker happens to look.
+        await queue.recover()
         job, _created = await queue.enqueue(args.name, requested_by="cli")
         worker = Worker(queue, registry, lambda src, progress: index_source(
             services, src, progress, slack_client=slack_client))
@@ -247,8 +250,15 @@ async def cmd_sources_reindex(args) -> int:
         claimed = await queue.claim_id(worker.id, job.id)
         if claimed is None:
             raise CliError(f"a job on {args.name} is already running ({job.id} on {job.worker}); "
-                           "see `/lorebot status`")
-        job = await worker.process(claimed)
+                           f"if that worker is gone, it is requeued within "
+                           f"{settings.sources.job_lock_ttl_s:g} s (see `/lorebot status`)")
+        try:
+            job = await worker.process(claimed)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            # Interrupted: nothing was written (the index run is one transaction); end the job
+            # and free the source, so the next reindex need not wait for recovery.
+            await asyncio.shield(_abandon(queue, worker.id, claimed))
+            raise
         if job.state == "queued":
             raise CliError(f"another worker holds the lock on {args.name}; try again later")
     if job.state == "failed":
@@ -264,6 +274,16 @@ async def cmd_sources_reindex(args) -> int:
         for f in summary["failed"]:
             print(f"  skipped {f['path']}: {f['reason']}")
     return EXIT_PARTIAL if summary.get("failed") else EXIT_OK
+
+
+async def _abandon(queue, worker_id: str, job) -> None:
+    import time
+    from dataclasses import replace
+
+    with contextlib.suppress(Exception):  # best effort: recovery covers what this misses
+        await queue.finish(worker_id, replace(job, state="failed", finished=time.time(),
+                                              error="interrupted; nothing was changed"))
+        await queue.unlock(job.lock_name, worker_id)
 
 
 @contextlib.asynccontextmanager

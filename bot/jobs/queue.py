@@ -105,6 +105,24 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+def _gone_here(worker: str) -> bool:
+    """A worker of this host whose process no longer exists (an interrupted `sources reindex`,
+    a killed `lorebot worker`): dead now, without waiting for its heartbeat to expire."""
+    prefix = f"{socket.gethostname()}-"
+    if not worker.startswith(prefix):
+        return False
+    pid_text = worker[len(prefix):].split("-", 1)[0]
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 class JobQueue:
     """The job queue and locks on one Redis (``decode_responses=True`` client)."""
 
@@ -205,7 +223,8 @@ class JobQueue:
         """Requeue (or fail) the jobs of workers whose heartbeat expired; returns their ids."""
         moved = []
         for worker in await self.client.smembers(self._k("jobs", "workers")):
-            if await self.client.exists(self._k("jobs", "alive", worker)):
+            if await self.client.exists(self._k("jobs", "alive", worker)) and \
+                    not _gone_here(worker):
                 continue
             processing = self._k("jobs", "processing", worker)
             for job_id in await self.client.lrange(processing, 0, -1):
@@ -213,6 +232,9 @@ class JobQueue:
                 await self.client.lrem(processing, 0, job_id)
                 if job is None:
                     continue
+                # Its lock too, if the dead worker still holds it (a killed process's lock
+                # would otherwise block the source until the lock's own TTL).
+                await self.client.eval(_RELEASE, 1, self._k("jobs", "lock", job.lock_name), worker)
                 if job.attempts >= self.max_attempts:
                     job = replace(job, state="failed", finished=time.time(),
                                   error=f"the worker died {job.attempts} times running this job")

@@ -90,3 +90,37 @@ def test_sources_add_reindex_list_remove(cli, site, tmp_path):
     assert [r["source"] for r in json.loads(out)] == ["notes"]
     code, _, err = cli("sources", "reindex", "web")
     assert code == 2 and "no source named 'web'" in err
+
+
+def test_a_reindex_left_running_by_a_dead_process_does_not_block_the_next(cli, tmp_path,
+                                                                          redis_url):  # noqa: F811
+    import socket
+    import subprocess
+    import sys
+
+    from bot.jobs.queue import JobQueue
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "a.md").write_text("# Parking\n\nPark in the north garage.\n")
+    assert cli("sources", "add", str(kb), "--name", "kb")[0] == 0
+    # An earlier `sources reindex` killed mid-job: its job is running, its heartbeat still live.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    worker = f"{socket.gethostname()}-{dead}-abcdef"
+
+    async def leave_a_running_job():
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(redis_url, decode_responses=True)
+        queue = JobQueue(client, "lorebot:", lock_ttl_s=600)
+        job, _ = await queue.enqueue("kb", requested_by="cli")
+        await queue.heartbeat(worker)
+        assert await queue.claim_id(worker, job.id) is not None
+        assert await queue.lock("kb", worker)
+        await client.aclose()
+
+    asyncio.run(leave_a_running_job())
+    code, out, err = cli("sources", "reindex", "kb")
+    assert code == 0, err
+    assert "added 1" in out
