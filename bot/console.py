@@ -8,6 +8,8 @@ import json
 from typing import Self
 
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2
+# A bug in lorebot (an unexpected exception), told apart from the user's mistakes.
+EXIT_CRASH = 3
 PROGRESS_EVERY_S = 10.0  # not on a terminal, long runs print one progress line this often
 
 

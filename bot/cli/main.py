@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from bot.cli.common import MODES, SAMPLE_QUESTION, positive_int
-from bot.console import EXIT_ERROR, CliError, print_error
+from bot.console import EXIT_CRASH, EXIT_ERROR, CliError, print_error
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
@@ -132,7 +132,12 @@ def _main(argv: list[str] | None) -> int:
     except Exception as exc:
         message = _readable(exc)
         if message is None:
-            raise
+            # A bug, not a mistake of the user's: its own exit code (1 means "some files
+            # skipped"), the traceback in the log, one line on the terminal.
+            logging.getLogger("lorebot").error("Crashed", exc_info=exc)
+            print_error(f"internal error ({type(exc).__name__}: {exc}); this is a bug: the "
+                        "traceback is above, please report it", as_json=as_json)
+            return EXIT_CRASH
         print_error(message, as_json=as_json)
         return EXIT_ERROR
 

@@ -401,3 +401,19 @@ def test_progress_status_reports_rate_and_time_left():
         assert p.status() == ("indexing kb: 10/100 documents read, 50 chunks embedded, "
                               "5 chunks/s, about 2 min left")
     assert lines and "50 chunks embedded" in "".join(lines)
+
+
+def test_a_crash_has_its_own_exit_code_and_one_line(data_dir, monkeypatch, capsys):
+    """A bug is not "some files skipped" (exit 1) nor a user's mistake (2): exit 3, one line
+    saying it is a bug, the traceback in the log."""
+    from bot.cli import commands
+    from bot.cli.main import main
+    from bot.console import EXIT_CRASH
+
+    async def broken(args):
+        raise RuntimeError("Symlink loop from '/kb/loop'")
+
+    monkeypatch.setattr(commands, "cmd_search", broken)
+    assert main(["search", "vpn"]) == EXIT_CRASH
+    err = capsys.readouterr().err
+    assert "internal error (RuntimeError: Symlink loop" in err and "this is a bug" in err
