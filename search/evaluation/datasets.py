@@ -155,19 +155,39 @@ def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """Objects of a JSONL file with their 1-based line numbers; blank lines are skipped."""
+    """Objects of a JSONL file with their 1-based line numbers; blank lines are skipped.
+    UTF-8 (a UTF-8 or UTF-16 byte-order mark is honoured); anything else is a DatasetError
+    naming the line, never a traceback."""
     try:
-        f = path.open(encoding="utf-8")
+        f = path.open("rb")
     except OSError as exc:
         raise DatasetError(f"cannot read {str(path)!r}: {exc.strerror}") from exc
     with f:
-        for line_no, line in enumerate(f, start=1):
+        head = f.read(4)
+        f.seek(0)
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 (Windows editors save it)
+            try:
+                text = f.read().decode("utf-16")
+            except UnicodeDecodeError as exc:
+                raise DatasetError(f"{str(path)}: not valid UTF-16 (byte {exc.start + 1}); "
+                                   "save the file as UTF-8") from exc
+            lines = (line.encode("utf-8") for line in text.splitlines(keepends=True))
+        else:
+            lines = iter(f)
+        for line_no, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise DatasetError(f"{str(path)}:{line_no}: not valid UTF-8 (byte {exc.start + 1}); "
+                                   "save the file as UTF-8") from exc
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"{str(path)}:{line_no}: not valid JSON ({exc.msg})") from exc
+            except RecursionError as exc:
+                raise DatasetError(f"{str(path)}:{line_no}: JSON nested too deeply") from exc
             if not isinstance(obj, dict):
                 raise DatasetError(f"{str(path)}:{line_no}: expected a JSON object, "
                                    f"got {type(obj).__name__}")

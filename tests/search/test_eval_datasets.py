@@ -218,3 +218,22 @@ def test_missing_or_empty_question_file(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n\n")
     with pytest.raises(DatasetError, match="holds no questions"):
         load_questions(tmp_path / "empty.jsonl")
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"question": "a", "answers": ["x.md"]}\n'.encode("utf-16"), None),  # read, not refused
+    (b'{"question": "a\xff", "answers": ["x.md"]}\n', "line 1|:1: not valid UTF-8"),
+    (b"[" * 100_000 + b"]" * 100_000 + b"\n", ":1: JSON nested too deeply"),
+])
+def test_a_question_file_in_utf16_with_a_bad_byte_or_nested_deep_is_read_or_one_clear_error(
+        tmp_path, content, message):
+    from search.evaluation import load_questions
+    from search.evaluation.datasets import DatasetError
+
+    path = tmp_path / "questions.jsonl"
+    path.write_bytes(content)
+    if message is None:
+        assert list(load_questions(path).queries.values()) == ["a"]
+    else:
+        with pytest.raises(DatasetError, match=message):
+            load_questions(path)
