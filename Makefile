@@ -18,7 +18,9 @@ bench: install
 
 install: $(VENV)/.installed
 
-# torch first and pinned: here 2.13.0 resolves to the CPU wheel; unpinned pulls CUDA packages.
+# torch first and pinned (2.13.0): an unpinned resolve picks whatever sentence-transformers allows.
+# On some indexes 2.13.0 is the CUDA build (several GB, cached by pip after the first time); it
+# runs on the CPU all the same.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
