@@ -24,17 +24,28 @@ def positive_int(text: str) -> int:
     return value
 
 
+# One stop event per event loop: `lorebot run` serves Slack and Feishu/Lark at once, and a
+# second signal handler would replace the first, leaving one platform running after SIGTERM.
+_STOPS: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
+
+
 async def until_stopped() -> None:
-    """Block until SIGINT or SIGTERM."""
-    stop = asyncio.Event()
+    """Block until SIGINT or SIGTERM; every caller in one event loop wakes on the same signal."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # not on Windows
-            loop.add_signal_handler(sig, stop.set)
+    stop = _STOPS.get(loop)
+    owner = stop is None
+    if owner:
+        stop = _STOPS[loop] = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):  # not on Windows
+                loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.remove_signal_handler(sig)
-    print("Stopping: finishing the answers in flight …", file=sys.stderr)
+        if owner:
+            _STOPS.pop(loop, None)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError):
+                    loop.remove_signal_handler(sig)
+    if owner:
+        print("Stopping: finishing the answers in flight …", file=sys.stderr)

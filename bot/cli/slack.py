@@ -92,6 +92,9 @@ async def cmd_run(args) -> int:
 
     settings = Settings()
     mode = slack_mode(settings)
+    lark = lark_mode(settings)
+    if lark is not None:
+        return await _run_with_lark(settings, args, mode, lark)
     if mode is None:
         if problem := _partial_credentials(settings):
             raise CliError(problem)
@@ -104,6 +107,33 @@ async def cmd_run(args) -> int:
     if mode == "socket":
         return await serve_socket(settings, index_sample=True)
     return await serve_http(settings, args.host, args.port, index_sample=True)
+
+
+def lark_mode(settings: Settings) -> Literal["http", "connect"] | None:
+    """How `lorebot run` runs Feishu/Lark: over HTTP callbacks when the event subscription's
+    encrypt key or token is set, else over the long connection; None without app credentials."""
+    s = settings.lark
+    if not (s.app_id and s.app_secret):
+        return None
+    return "http" if (s.encrypt_key is not None or s.verification_token is not None) else "connect"
+
+
+async def _run_with_lark(settings: Settings, args, slack: SlackMode | None,
+                         lark: Literal["http", "connect"]) -> int:
+    """Feishu/Lark, and Slack beside it when Slack has credentials too: both until SIGTERM.
+    (Each platform loads its own copy of the models for now.)"""
+    from bot.cli import lark as lark_cli
+
+    names = " and ".join(n for n in ("Slack" if slack else "", "Feishu/Lark") if n)
+    print(f"Credentials found: running the {names} bot.", file=sys.stderr)
+    runs = [lark_cli.serve_http(settings, None, None) if lark == "http"
+            else lark_cli.cmd_connect(args)]
+    if slack == "socket":
+        runs.append(serve_socket(settings, index_sample=True))
+    elif slack == "http":
+        runs.append(serve_http(settings, args.host, args.port, index_sample=True))
+    codes = await asyncio.gather(*runs)
+    return max(codes)
 
 
 def _partial_credentials(settings: Settings) -> str | None:
