@@ -43,6 +43,9 @@ class LarkBot:
     open_id: str | None = None
     # Set when shutdown begins: new questions get a "restarting" reply instead of an answer.
     stopping: bool = False
+    # Deletes a source's documents from the index (set by the runtime that owns the index;
+    # None: `/lorebot remove` only unregisters the source).
+    remove_documents: Any = None
     _tasks: set[asyncio.Task] = field(default_factory=set)
 
     @classmethod

@@ -1,8 +1,8 @@
 """Chat commands: ``@lorebot /lorebot sources`` and, for admins (``lark.admin_open_ids``),
 ``/lorebot add URL_OR_PATH [NAME] [--private]`` (registered, and a reindex job queued for the
-workers), ``/lorebot reindex [NAME|all]`` and ``/lorebot channel allow|deny SOURCE``. ``remove``
-is refused to non-admins and, for admins, not run from Feishu yet (they are told the shell
-command): it deletes documents, and Slack's confirmation step has no Feishu twin yet.
+workers), ``/lorebot reindex [NAME|all]``, ``/lorebot channel allow|deny SOURCE`` and
+``/lorebot remove NAME``, which deletes documents and so asks for a typed confirmation
+(``/lorebot remove NAME --confirm``), Slack's confirm button in chat form.
 
 Every admin command, done or refused, is one JSON record on the ``lorebot.audit`` logger, as on
 Slack, so that what a user typed cannot forge a record of its own.
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 audit_log = logging.getLogger("lorebot.audit")
 
 ADMIN_ONLY = frozenset({"add", "remove", "reindex", "channel"})
-NOT_YET = frozenset({"remove"})
+NOT_YET: frozenset[str] = frozenset()
 ADD_USAGE = "Usage: `/lorebot add URL_OR_PATH [NAME] [--private]`"
 
 
@@ -72,6 +72,8 @@ async def _run(bot: LarkBot, chat: str, user: str, sub: str, args: list[str]) ->
         return await _add(bot, chat, user, args)
     if sub == "reindex":
         return await _reindex(bot, chat, user, args)
+    if sub == "remove":
+        return await _remove(bot, chat, user, args)
     if sub in NOT_YET:
         return texts.UNSUPPORTED_HERE.format(sub=sub)
     return texts.COMMAND_HELP
@@ -148,6 +150,35 @@ async def _reindex(bot: LarkBot, chat: str, user: str, args: list[str]) -> str:
     audit("/lorebot reindex", user=user, outcome="done", channel=chat, sources=names)
     return "Reindex queued: " + ", ".join(f"**{n}** (job {j.id}, {j.state})"
                                           for n, j in zip(names, jobs))
+
+
+async def _remove(bot: LarkBot, chat: str, user: str, args: list[str]) -> str:
+    """Remove a source and its documents; the first call only says what would go."""
+    confirm = "--confirm" in args
+    args = [a for a in args if a != "--confirm"]
+    if len(args) != 1 or args[0].startswith("-"):
+        return "Usage: `/lorebot remove NAME` (then `/lorebot remove NAME --confirm`)"
+    name = args[0]
+    if await bot.sources.get(name) is None:
+        audit("/lorebot remove", user=user, outcome="refused", channel=chat, source=name,
+              reason="no such source")
+        return f"There is no source named `{name}`."
+    if not confirm:
+        return (f"This removes **{name}** and deletes its documents from the index. To go ahead, "
+                f"send `/lorebot remove {name} --confirm`.")
+    owner = f"remove-by-{user}"
+    if not await bot.jobs.lock(name, owner):  # a running reindex would write it back
+        audit("/lorebot remove", user=user, outcome="refused", channel=chat, source=name,
+              reason="a job is running")
+        return f"A reindex of **{name}** is running; remove it when it has finished."
+    try:
+        await bot.sources.remove(name)
+        removed = await bot.remove_documents(name) if bot.remove_documents else 0
+    finally:
+        await bot.jobs.unlock(name, owner)
+    audit("/lorebot remove", user=user, outcome="done", channel=chat, source=name,
+          documents_deleted=removed)
+    return f"Removed **{name}** ({removed} documents deleted from the index)."
 
 
 def _markdown_link(text: str) -> str | None:

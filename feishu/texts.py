@@ -14,8 +14,8 @@ FEEDBACK_THANKS = {"helpful": "Thanks for the feedback!",
                    "not_helpful": "Thanks: this helps improve the answers.",
                    "wrong_source": "Thanks: the sources will be looked at."}
 COMMAND_HELP = ("Commands: `/lorebot sources` (what I answer from here); admins also "
-                "`/lorebot add URL_OR_PATH [NAME] [--private]`, `/lorebot reindex [NAME|all]` "
-                "and `/lorebot channel allow|deny SOURCE`.")
+                "`/lorebot add URL_OR_PATH [NAME] [--private]`, `/lorebot reindex [NAME|all]`, "
+                "`/lorebot channel allow|deny SOURCE` and `/lorebot remove NAME`.")
 UNSUPPORTED_HERE = ("`/lorebot {sub}` is not available in Feishu/Lark yet: run "
                     "`lorebot sources {sub} …` on the server.")
 

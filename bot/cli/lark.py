@@ -122,6 +122,12 @@ async def lark_runtime(settings: Settings) -> AsyncIterator:
         redis = await open_redis(settings)
         try:
             bot = LarkBot.create(settings, services.pipeline, redis.client)
+            from bot.jobs.indexing import remove_source_documents
+
+            async def remove_documents(name: str) -> int:
+                return await remove_source_documents(services, name)
+
+            bot.remove_documents = remove_documents
             try:
                 await bot.start()
             except LarkApiError as exc:

@@ -214,15 +214,30 @@ async def test_an_admin_adds_a_source_and_a_reindex_is_queued(harness):
     assert job.source == "handbook2" and job.state == "queued" and job.requested_by == "ou_admin"
 
 
-async def test_remove_is_refused_to_non_admins_and_not_run_for_admins_yet(harness):
+async def test_remove_is_refused_to_non_admins_and_asks_an_admin_to_confirm(harness, caplog):
     await harness.bot.sources.put(Source(name="handbook", type="crawl",
                                          location="https://wiki.example.com/"))
+    removed: list[str] = []
+
+    async def remove_documents(name):
+        removed.append(name)
+        return 3
+
+    harness.bot.remove_documents = remove_documents
     refused, _, _ = await harness.ask("/lorebot remove handbook")
-    admin, _, _ = await harness.ask("/lorebot remove handbook", sender="ou_admin")
     [r1] = await harness.feishu.finished_replies(refused)
-    [r2] = await harness.feishu.finished_replies(admin)
-    assert "Only lorebot admins" in r1.text and "not available in Feishu/Lark yet" in r2.text
-    assert await harness.bot.sources.get("handbook") is not None
+    assert "Only lorebot admins" in r1.text
+    ask, _, _ = await harness.ask("/lorebot remove handbook", sender="ou_admin")
+    [r2] = await harness.feishu.finished_replies(ask)
+    assert "--confirm" in r2.text and await harness.bot.sources.get("handbook") is not None
+    assert removed == []
+    done, _, _ = await harness.ask("/lorebot remove handbook --confirm", sender="ou_admin")
+    [r3] = await harness.feishu.finished_replies(done)
+    assert "Removed **handbook** (3 documents" in r3.text
+    assert await harness.bot.sources.get("handbook") is None and removed == ["handbook"]
+    records = [json.loads(r.getMessage()) for r in caplog.records if r.name == "lorebot.audit"]
+    assert [(r["outcome"], r["user"]) for r in records] == [("refused", ALICE),
+                                                             ("done", "ou_admin")]
 
 
 async def test_an_expired_tenant_token_is_renewed_and_the_reply_still_goes_out(harness):
