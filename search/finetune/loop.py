@@ -1,8 +1,8 @@
 """What the model trainers share: their common settings, the step budget, quiet model loading,
 the settings and progress reporting of sentence-transformers' trainers (the embedder's
-``SentenceTransformerTrainer``), and a plain PyTorch step loop, with AdamW and a linear warm-up
-and decay, for what is still trained by hand: the adapter (raw vectors, no transformer for a
-trainer to drive) and lorebot's segment-cosine reranker (why: :mod:`search.finetune.reranker`).
+``SentenceTransformerTrainer``, the reranker's ``CrossEncoderTrainer``), and a plain PyTorch step
+loop for the one model still trained by hand: the query adapter, a matrix over stored vectors
+with no transformer for those trainers to drive (seconds on a CPU).
 
 Each trainer keeps its own data handling and loss; torch, transformers, datasets and accelerate are
 imported inside the functions, so importing this module loads none of them.
@@ -34,19 +34,6 @@ class Training:
 def total_steps(per_epoch: int, epochs: int, max_steps: int | None) -> int:
     total = per_epoch * epochs
     return total if max_steps is None else min(total, max_steps)
-
-
-def adamw_with_warmup(params, learning_rate: float, total: int, warmup_ratio: float):
-    """AdamW (weight decay 0.01) and a schedule that rises linearly over the first
-    ``warmup_ratio`` of ``total`` steps, then falls linearly to zero at ``total``."""
-    import torch
-
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
-    warmup = max(1, int(total * warmup_ratio))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
-    )
-    return optimizer, scheduler
 
 
 @contextmanager
@@ -118,8 +105,9 @@ def require_training_extra() -> None:
 
 def trainer_arguments(args_class, config: Training, output_dir: str, **extra):
     """``args_class`` (a sentence-transformers ``*TrainingArguments``) set as the plain loop was:
-    AdamW with weight decay 0.01, a linear warm-up over ``warmup_ratio`` of the steps then a
-    linear decay to zero, gradients cut to norm 1.0, the seed for the order and initialisation.
+    AdamW with weight decay 0.01 (the trainer spares biases and LayerNorm weights, as usual; the
+    loop decayed all), a linear warm-up over ``warmup_ratio`` of the steps then a linear decay to
+    zero, gradients cut to norm 1.0, the seed for the order and initialisation.
 
     On the CPU even where a GPU is visible (the bot's serving models are on the CPU, and results
     must not depend on the host); no checkpoints (the caller saves the model where it belongs),

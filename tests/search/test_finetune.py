@@ -191,3 +191,19 @@ async def test_the_gate_refuses_a_bad_candidate_force_promotes_and_rollback_rest
     services = build_services(settings, with_llm=False)
     assert not isinstance(services.embedder, AdaptedEmbedder)
     await services.close()
+
+
+def test_reranker_groups_become_one_dataset_per_group_size():
+    """CrossEncoderTrainer draws a batch from one dataset: every row of it has every column."""
+    from search.finetune.data import Example, Passage
+    from search.finetune.reranker import training_columns, training_groups
+
+    exs = [Example("q1", "vpn?", {"a"}, [Passage("a", "A")],
+                   [Passage("n", "N"), Passage("m", "M")]),
+           Example("q2", "hotel?", {"b"}, [Passage("b", "B")], []),  # nothing to rank: dropped
+           Example("q3", "badge?", {"c"}, [Passage("c", "C")], [Passage("n", "N")])]
+    assert training_columns(training_groups(exs)) == {
+        "negatives_1": {"query": ["badge?"], "positive": ["C"], "negative_1": ["N"]},
+        "negatives_2": {"query": ["vpn?"], "positive": ["A"], "negative_1": ["N"],
+                        "negative_2": ["M"]},
+    }
