@@ -129,15 +129,47 @@ class Cluster:
     nodes: list[NodeProcess] = field(default_factory=list)
     heap: str = "512m"
     cluster_name: str = "lorebot-test"
+    # Node settings (``key=value``) every node starts with, e.g. a tiny write queue for the
+    # fault tests: thread pool sizes cannot change on a running node.
+    settings: list[str] = field(default_factory=list)
 
     @classmethod
-    def create(cls, base: Path, count: int = 1, *, heap: str = "512m") -> Cluster:
+    def create(cls, base: Path, count: int = 1, *, heap: str = "512m",
+               settings: list[str] | None = None) -> Cluster:
         if base.exists():
             shutil.rmtree(base)
         base.mkdir(parents=True)
         nodes = [NodeProcess(f"node-{i}", base / f"node-{i}", free_port(), free_port())
                  for i in range(count)]
-        return cls(base, nodes, heap)
+        cluster = cls(base, nodes, heap, settings=list(settings or ()))
+        # What another process needs to stop or restart these nodes (``attach``): a restarted
+        # node must come back on the same ports, with the same seed hosts and settings.
+        (base / "cluster.json").write_text(json.dumps({
+            "heap": heap, "cluster_name": cluster.cluster_name, "settings": cluster.settings,
+            "nodes": [{"name": n.name, "http_port": n.http_port,
+                       "transport_port": n.transport_port} for n in nodes],
+        }, indent=1) + "\n")
+        return cluster
+
+    @classmethod
+    def attach(cls, base: Path) -> Cluster:
+        """The cluster a ``start --dir base`` launched, from another process: its nodes can be
+        stopped (by pid file) and started again on their ports."""
+        try:
+            info = json.loads((base / "cluster.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"{base} holds no cluster started by this launcher: {exc}")
+        nodes = [NodeProcess(n["name"], base / n["name"], n["http_port"], n["transport_port"])
+                 for n in info["nodes"]]
+        return cls(base, nodes, info["heap"], info["cluster_name"], list(info["settings"]))
+
+    def running(self, index: int) -> bool:
+        """Whether node ``index`` runs (started here, or by the process that wrote its pid)."""
+        node = self.nodes[index]
+        if node.process is not None:
+            return node.process.poll() is None
+        pid = _pid_of(node)
+        return pid is not None and _alive(pid)
 
     @property
     def url(self) -> str:
@@ -167,6 +199,8 @@ class Cluster:
                 "--seed-hosts", ",".join(f"127.0.0.1:{n.transport_port}" for n in self.nodes),
                 "--initial-cluster-managers", ",".join(n.name for n in self.nodes),
             ]
+        for setting in self.settings:
+            command += ["--setting", setting]
         return command
 
     def start_node(self, index: int) -> None:
@@ -191,9 +225,9 @@ class Cluster:
         node = self.nodes[index]
         deadline = time.monotonic() + timeout_s
         while not node.url_file.exists():
-            if node.process is not None and node.process.poll() is not None:
+            if not self.running(index):
                 raise RuntimeError(
-                    f"{node.name} exited with {node.process.returncode} before it started; "
+                    f"{node.name} exited before it started; "
                     f"its log ({node.log_file}) ends:\n{tail(node.log_file)}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{node.name} did not start within {timeout_s:.0f} s; its "
@@ -203,8 +237,7 @@ class Cluster:
     def wait_green(self, timeout_s: float = 180.0, *, nodes: int | None = None) -> dict:
         """Wait for every running node to start and the cluster to be green with them all."""
         deadline = time.monotonic() + timeout_s
-        running = [i for i, n in enumerate(self.nodes)
-                   if n.process is not None and n.process.poll() is None]
+        running = [i for i in range(len(self.nodes)) if self.running(i)]
         for i in running:
             self.wait_started(i, max(1.0, deadline - time.monotonic()))
         want = len(running) if nodes is None else nodes
@@ -228,6 +261,8 @@ class Cluster:
         if node.process is not None:
             stop_pid(node.process.pid, grace_s, popen=node.process)
             node.process = None
+        elif (pid := _pid_of(node)) is not None:  # started by another process (attach)
+            stop_pid(pid, grace_s)
         node.pid_file.unlink(missing_ok=True)
 
     def kill_node(self, index: int) -> None:
@@ -242,6 +277,27 @@ class Cluster:
     def stop(self) -> None:
         for i in range(len(self.nodes)):
             self.stop_node(i)
+
+
+def _pid_of(node: NodeProcess) -> int | None:
+    try:
+        return int(node.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A node this process started and that exited is a zombie until reaped: not running.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
 
 
 def tail(path: Path, lines: int = 30) -> str:
@@ -283,7 +339,7 @@ def _start(args: argparse.Namespace) -> int:
     started = time.monotonic()
     build()
     built = time.monotonic()
-    cluster = Cluster.create(args.dir, args.nodes, heap=args.heap)
+    cluster = Cluster.create(args.dir, args.nodes, heap=args.heap, settings=args.setting)
     try:
         health = cluster.start(args.timeout)
     except Exception:
@@ -320,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="data and logs (wiped)")
     start.add_argument("--heap", default="512m", help="JVM heap per node")
     start.add_argument("--timeout", type=float, default=180.0, help="seconds to green")
+    start.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
+                       help="a node setting for every node (repeatable), e.g. "
+                            "thread_pool.write.queue_size=2")
     stop = sub.add_parser("stop", help="stop the nodes started with --dir")
     stop.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     stop.add_argument("--grace", type=float, default=30.0, help="seconds before SIGKILL")

@@ -166,7 +166,7 @@ class OpenSearchIndex(ClusterAccess):
                     results.append({})
                     continue
                 raise self._errors.from_body(item.get("status"), item["error"], action)
-            results.append(item)
+            results.append(self._complete(item, action))
         if len(results) != 2:
             raise IndexStoreError(f"OpenSearch answered {len(results)} searches of 2 ({action})")
         return hits_from_response(results[0]), hits_from_response(results[1], knn=True)
@@ -209,7 +209,7 @@ class OpenSearchIndex(ClusterAccess):
             if is_client_error(exc):
                 raise self._errors.from_exception(exc, action) from exc
             raise
-        hits = hits_from_response(response)
+        hits = hits_from_response(self._complete(response, action))
         return [dataclasses.replace(h, similarity=None) for h in hits]
 
     async def _put_pipeline(self) -> None:

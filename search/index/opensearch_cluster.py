@@ -47,18 +47,22 @@ class ClusterAccess:
         bulk_chunk_size: int = 500,
         bulk_max_retries: int = 5,
         bulk_initial_backoff_s: float = 1.0,
+        health_timeout_s: float = 60.0,
         client: AsyncOpenSearch | None = None,
     ) -> None:
         """``url`` may carry credentials (used when ``username`` is not given); ``verify_certs``
         and ``ca_certs`` apply to https URLs. Bulk writes send ``bulk_chunk_size`` records per
         request and retry records rejected with 429 up to ``bulk_max_retries`` times, waiting
-        ``bulk_initial_backoff_s`` seconds, then twice as long each time. ``client``: an
+        ``bulk_initial_backoff_s`` seconds, then twice as long each time. A rebuild moves the alias
+        only once the new index is as healthy as the old, waiting up to ``health_timeout_s``
+        (see ``opensearch_commit``). ``client``: an
         ``AsyncOpenSearch`` built elsewhere, used as is and never closed here."""
         self.url = url
         self.layout = layout or IndexLayout()
         self.bulk_chunk_size = bulk_chunk_size
         self.bulk_max_retries = bulk_max_retries
         self.bulk_initial_backoff_s = bulk_initial_backoff_s
+        self.health_timeout_s = health_timeout_s
         self._client_options = dict(
             username=username, password=password, verify_certs=verify_certs,
             ca_certs=ca_certs, timeout_s=timeout_s,
@@ -117,7 +121,30 @@ class ClusterAccess:
             if root_cause(response)[0] == "index_not_found_exception":
                 return {}
             raise self._errors.from_body(404, response, action)
-        return response
+        return self._complete(response, action)
+
+    def _complete(self, response: dict[str, Any], action: str) -> dict[str, Any]:
+        """The search response, if every shard answered; else an error.
+
+        OpenSearch answers a search with whatever shards it can reach (a node down, a shard
+        unassigned) and says so only in ``_shards``: taken as is, that is a part of the index
+        passed off as all of it (fewer hits, wrong counts, a weak best match read as "no
+        evidence"). Failing closed is the only honest answer.
+        """
+        shards = response.get("_shards") or {}
+        failed = int(shards.get("failed") or 0)
+        total = int(shards.get("total") or 0)
+        answered = int(shards.get("successful") or 0) + int(shards.get("skipped") or 0)
+        if failed == 0 and answered >= total:
+            return response
+        failures = shards.get("failures") or [{}]
+        kind, reason = root_cause(failures[0].get("reason") or {})
+        why = f" ({kind}: {' '.join(reason.split())})" if kind else ""
+        raise IndexStoreError(self._errors.scrub(
+            f"OpenSearch at {self._errors.url} answered from {answered} of {total} shards "
+            f"while {action}{why}; refusing a partial result: check GET _cluster/health (a "
+            "node down or a shard unassigned) and retry once it is yellow or green"
+        ))
 
     async def _live(self) -> _Live | None:
         """The physical index the alias names, or None when there is no alias yet."""

@@ -39,10 +39,14 @@ and is plain about the rest:
 ``rebuild()``
     A full rebuild writes into a new physical index that nobody reads, then moves the alias in
     one ``_aliases`` request (remove from the old index + add to the new one), which OpenSearch
-    applies atomically. A rebuild that fails or is cancelled deletes its new index, and readers
-    never left the old one; the old index is deleted only after the swap succeeded. Commits of
-    ``transaction()`` that run during a rebuild go to the old index and are lost with it: run
-    rebuilds when no indexing is running.
+    applies atomically. The new index is built without replicas; they are added at the end,
+    and the alias moves only once the new index is green (every replica allocated and
+    recovered), or, when the old index is not green either (a node lost), no less healthy than
+    it after one 10 s wait: deleting the old index then never leaves fewer copies of the data.
+    Past ``health_timeout_s`` the rebuild fails like any other. A rebuild that fails or is
+    cancelled deletes its new index, and readers never left the old one; the old index is
+    deleted only after the swap succeeded. Commits of ``transaction()`` that run during a
+    rebuild go to the old index and are lost with it: run rebuilds when no indexing is running.
 """
 
 from __future__ import annotations
@@ -54,7 +58,9 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
+from search.errors import IndexStoreError
 from search.index.opensearch_cluster import ClusterAccess
 from search.index.opensearch_records import (
     chunk_actions,
@@ -111,6 +117,61 @@ async def commit_transaction(index: ClusterAccess, spool: Spool) -> None:
     await index._refresh(target)
 
 
+_HEALTH_RANK = {"red": 0, "yellow": 1, "green": 2}
+# Seconds per cluster-health request: well under the client's request timeout, so a long wait is
+# several short server-side waits, never a client timeout.
+_HEALTH_POLL_S = 10.0
+
+
+async def _health(index: ClusterAccess, name: str, params: dict[str, str]) -> dict[str, Any]:
+    # Through the transport, not `client.cluster.health`: opensearch-py takes a `timeout` query
+    # parameter (keyword or in `params`) as its own request timeout, in seconds, unless a
+    # request timeout is given, so the cluster's wait ("10s") never reached the server. Here
+    # the request timeout is explicit and outlasts the server-side wait.
+    return await index._call(
+        f"checking the health of {name}",
+        index.client.transport.perform_request(
+            "GET", f"/_cluster/health/{quote(name, safe='')}", params=params,
+            # 408 is the cluster saying "not that healthy yet" (timed_out in the body).
+            timeout=_HEALTH_POLL_S + 30, ignore=(408,)))
+
+
+async def _wait_as_healthy(index: ClusterAccess, target: str, current: list[str]) -> None:
+    """Wait until ``target`` is green, or as healthy as the live index when that is not green
+    (at least yellow); raise after ``health_timeout_s``.
+
+    Without this the old index was deleted the moment the alias moved, while the new index's
+    replicas were still being allocated: a node lost then lost the only copy of the data.
+    Green is asked first and the old index looked at only when a wait for it ran out: an old
+    index that is yellow for a moment (a replica recovering) must not lower the bar, while on
+    a cluster that has lost a node (the old index yellow too) the rebuild proceeds after one
+    poll instead of failing.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + index.health_timeout_s
+    while True:
+        wait = max(1, int(min(_HEALTH_POLL_S, deadline - loop.time())))
+        health = await _health(index, target, {"wait_for_status": "green", "timeout": f"{wait}s"})
+        got = _HEALTH_RANK.get(health.get("status", "red"), 0)
+        if not health.get("timed_out") and got == _HEALTH_RANK["green"]:
+            return
+        old = [_HEALTH_RANK.get((await _health(index, name, {})).get("status", "red"), 0)
+               for name in current]
+        bar = max([_HEALTH_RANK["yellow"], *old])
+        if bar < _HEALTH_RANK["green"] and got >= bar:
+            logger.warning("moving the alias to %s while it is %s: the live index is no better",
+                           target, health.get("status"))
+            return
+        if loop.time() >= deadline:
+            break
+    raise IndexStoreError(
+        f"the rebuilt index {target} did not reach green health within "
+        f"{index.health_timeout_s:g} s: it is {health.get('status')} with "
+        f"{health.get('unassigned_shards')} unassigned shard(s) (too few nodes for "
+        f"{index.layout.replicas} replica(s)?); the alias stays on "
+        f"{', '.join(current) or 'nothing'} and {target} is deleted")
+
+
 @asynccontextmanager
 async def rebuild_index(
     index: ClusterAccess, dim: int | None = None
@@ -137,6 +198,7 @@ async def rebuild_index(
                 f"setting replicas of {target}",
                 index.client.indices.put_settings(index=target, body=settings),
             )
+        await _wait_as_healthy(index, target, current)
         actions: list[dict[str, Any]] = [
             {"remove": {"index": old, "alias": index.layout.alias}} for old in current
         ]
