@@ -275,7 +275,7 @@ async def test_files_added_from_slack_are_cited_there_and_a_new_share_reindexes(
     async with admin_bot(data_dir, redis_url) as h:
         files = share_the_usual(h.slack, tmp_path)
         sent = await h.sender.command(f"add files <#{FILES}|ops>", user=ADMIN, channel=FILES)
-        assert "Added *files-ops* (slack_files: C0FILES)" in sent.json()["text"]
+        assert "Added *files-ops* (slack_files: C0FILES, restricted)" in sent.json()["text"]
         source = await h.bot.sources.require("files-ops")
         assert not source.public and source.allowed_channels == (FILES,)
         message = await finished_job_message(h, "files-ops", channel=FILES)

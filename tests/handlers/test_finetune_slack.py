@@ -6,6 +6,8 @@ CLI's one-line reason."""
 
 from __future__ import annotations
 
+import json
+
 import logging
 
 import pytest
@@ -75,8 +77,9 @@ async def test_an_admin_trains_from_slack_and_gets_the_table_refused_then_forced
     assert f"`{cand.id}` refused" in text and registry.active("adapter") is None
     before = cand.metrics["validation"]["before"]["ndcg@10"]
     assert f"nDCG@10  {before:>8.4f}" in text
-    assert any(ADMIN in r.getMessage() and "fine-tuning the adapter" in r.getMessage()
-               for r in caplog.records)
+    audits = [json.loads(r.getMessage()) for r in caplog.records if r.name == "lorebot.audit"]
+    assert any(a["action"] == "/lorebot finetune" and a["user"] == ADMIN and a["kind"] == "adapter"
+               and a["outcome"] == "done" for a in audits)
 
     # Anyone may list the models; the candidate is there, not active.
     listed = (await h.sender.command("models", user=ALICE)).json()["text"]
