@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -26,19 +25,16 @@ def run_json(capsys, *argv: str):
     return code, json.loads(out)
 
 
-def test_help_is_fast_and_imports_no_model_code():
-    probe = (
-        "import sys, time; t = time.perf_counter();"
-        "from bot.cli.main import build_parser; build_parser().format_help();"
-        "print(time.perf_counter() - t, 'torch' in sys.modules, 'sentence_transformers' in sys.modules)"
-    )
+def test_help_imports_no_model_or_training_code():
+    """`lorebot --help` stays instant because it imports nothing heavy (checked by what it
+    imports, not by a timing, which a busy machine would make flaky)."""
+    heavy = ("torch", "sentence_transformers", "transformers", "datasets", "accelerate",
+             "openai", "slack_bolt", "lark_oapi", "numpy")
+    probe = ("import sys; from bot.cli.main import build_parser; build_parser().format_help();"
+             f"print(' '.join(m for m in {heavy!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    seconds, torch_loaded, st_loaded = out.stdout.split()
-    assert torch_loaded == "False" and st_loaded == "False"
-    assert float(seconds) < 1.0
-    started = time.perf_counter()
+    assert out.stdout.split() == []
     subprocess.run([sys.executable, "-m", "bot.cli", "--help"], capture_output=True, check=True)
-    assert time.perf_counter() - started < 5  # whole interpreter start, generous for a busy box
 
 
 def test_index_search_ask_and_reindex(capsys, data_dir, kb):
