@@ -63,6 +63,7 @@ class ClusterAccess:
         self.bulk_max_retries = bulk_max_retries
         self.bulk_initial_backoff_s = bulk_initial_backoff_s
         self.health_timeout_s = health_timeout_s
+        self._request_timeout_s = timeout_s
         self._client_options = dict(
             username=username, password=password, verify_certs=verify_certs,
             ca_certs=ca_certs, timeout_s=timeout_s,
@@ -251,6 +252,13 @@ class ClusterAccess:
                 initial_backoff=self.bulk_initial_backoff_s,
                 max_backoff=60,
                 raise_on_error=False,
+                # How long the cluster waits for an unavailable primary (a node just lost):
+                # by default a minute, past the client's timeout, so the client gave up and
+                # resent the bulk, and a lost shard took minutes to report. Half the request
+                # timeout makes it a per-record 503 that names the shard. `request_timeout`
+                # must be given too, or the client takes `timeout` as its own (in seconds).
+                params={"timeout": f"{max(1, int(self._request_timeout_s / 2))}s",
+                        "request_timeout": self._request_timeout_s},
             ),
         )
         if errors:
