@@ -328,7 +328,7 @@ async def test_files_added_from_slack_are_cited_there_and_a_new_share_reindexes(
         dm_file = h.slack.share_file(dm, "my-notes.md", b"# My notes\n\nThe Blorptastic "
                                      b"printer is on floor nine.\n", user=ADMIN)
         sent = await h.sender.command("add files", user=ADMIN, channel=dm)
-        assert f"Added *files-dm-{ADMIN}* (slack_files: {dm})" in sent.json()["text"]
+        assert f"Added *files-dm-{ADMIN}* (slack_files: {dm}, restricted)" in sent.json()["text"]
         await finished_job_message(h, f"files-dm-{ADMIN}", channel=dm)
         reply = await ask(h, "Where is the Blorptastic printer?", dm)
         assert permalink(h.slack, dm_file) in json.dumps(reply.blocks)
