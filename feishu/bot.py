@@ -18,12 +18,18 @@ from typing import Any
 from bot.answer.turns import ConversationStore
 from bot.jobs.queue import JobQueue
 from bot.service.conversation import Answerer, ConversationService
+from bot.service.inflight import InFlight
 from bot.settings import Settings
 from bot.sources.policy import ChannelPolicy
 from bot.sources.registry import SourceRegistry
 from bot.state.feedback import FeedbackStore
 from bot.state.redis import RedisGuard
-from bot.state.stores import Deduper, RateLimiter, RedisConversationStore, ThreadRegistry
+from bot.state.stores import (
+    Deduper,
+    RateLimiter,
+    RedisConversationStore,
+    ThreadRegistry,
+)
 from feishu.api import LarkApi
 
 logger = logging.getLogger(__name__)
@@ -41,12 +47,10 @@ class LarkBot:
     jobs: JobQueue
     # The bot's own open_id (bot/v3/info): a group message mentioning it is a question.
     open_id: str | None = None
-    # Set when shutdown begins: new questions get a "restarting" reply instead of an answer.
-    stopping: bool = False
     # Deletes a source's documents from the index (set by the runtime that owns the index;
     # None: `/lorebot remove` only unregisters the source).
     remove_documents: Any = None
-    _tasks: set[asyncio.Task] = field(default_factory=set)
+    inflight: InFlight = field(default_factory=InFlight)
 
     @classmethod
     def create(cls, settings: Settings, pipeline: Answerer, redis_client,
@@ -83,25 +87,20 @@ class LarkBot:
         logger.info("Connected to Feishu/Lark as bot %s", self.open_id)
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        """Run ``coro`` in the background, keeping a reference until it is done."""
+        return self.inflight.spawn(coro, name)
 
     @property
     def busy(self) -> int:
-        return len(self._tasks)
+        """Answers in flight."""
+        return len(self.inflight)
+
+    @property
+    def stopping(self) -> bool:
+        """Shutdown has begun: new questions get a "restarting" reply instead of an answer."""
+        return self.inflight.stopping
 
     async def drain(self, timeout_s: float = 30.0) -> None:
-        """Take no new questions, let answers in flight finish for ``timeout_s``, then cancel
-        the rest (each tells its asker to ask again, see ``feishu.reply``)."""
-        self.stopping = True
-        if not self._tasks:
-            return
-        _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
-        for task in pending:
-            task.cancel()
-        if pending:
-            logger.warning("%d answers unfinished after %.0f s: their askers are told to ask "
-                           "again", len(pending), timeout_s)
-            await asyncio.wait(pending, timeout=10.0)
+        """Before shutting down: see :meth:`bot.service.inflight.InFlight.drain`."""
+        await self.inflight.drain(timeout_s)
+

@@ -23,6 +23,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.answer.turns import ConversationStore
 from bot.service.conversation import Answerer, ConversationService, new_error_id  # noqa: F401 - re-exported for handlers
+from bot.service.inflight import InFlight
 from bot.settings import Settings
 from bot.state.feedback import FeedbackStore
 from bot.state.redis import RedisGuard
@@ -67,9 +68,7 @@ class SlackBot:
     remove_documents: Any = None
     # The platform-neutral conversation service over the stores above (built by create()).
     service: ConversationService | None = None
-    # Set when shutdown begins: new questions get a "restarting" reply instead of an answer.
-    stopping: bool = False
-    _tasks: set[asyncio.Task] = field(default_factory=set)
+    inflight: InFlight = field(default_factory=InFlight)
 
     @classmethod
     def create(cls, settings: Settings, pipeline: Answerer, redis_client) -> SlackBot:
@@ -110,31 +109,21 @@ class SlackBot:
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task:
         """Run ``coro`` in the background, keeping a reference until it is done."""
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self.inflight.spawn(coro, name)
 
     @property
     def busy(self) -> int:
         """Answers in flight."""
-        return len(self._tasks)
+        return len(self.inflight)
+
+    @property
+    def stopping(self) -> bool:
+        """Shutdown has begun: new questions get a "restarting" reply instead of an answer."""
+        return self.inflight.stopping
 
     async def drain(self, timeout_s: float = 30.0) -> None:
-        """Before shutting down: take no new questions, let answers in flight finish for at
-        most ``timeout_s``, then cancel the rest; each cancelled answer tells its asker to ask
-        again (``handlers.reply``), so no question is left without a reply."""
-        self.stopping = True
-        if not self._tasks:
-            return
-        logger.info("Waiting for %d answers in flight", len(self._tasks))
-        _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
-        if pending:
-            logger.warning("%d answers unfinished after %.0f s: telling their askers to ask again",
-                           len(pending), timeout_s)
-            for task in pending:
-                task.cancel()
-            await asyncio.wait(pending, timeout=10.0)
+        """Before shutting down: see :meth:`bot.service.inflight.InFlight.drain`."""
+        await self.inflight.drain(timeout_s)
 
 
 def _source_services(settings: Settings, pipeline: Answerer, redis_client) -> dict[str, Any]:
