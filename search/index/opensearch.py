@@ -118,7 +118,8 @@ class OpenSearchIndex(ClusterAccess):
         sources = distinct_sources(sources)
         if text is None or k <= 0 or (sources is not None and not sources):
             return []
-        body = bm25_body(text, k, sources, weights=self.weights)
+        body = bm25_body(text, k, sources, weights=self.weights,
+                         combined=await self._search_combined())
         return hits_from_response(await self._search(body, "searching (BM25)"))
 
     async def knn(
@@ -153,7 +154,8 @@ class OpenSearchIndex(ClusterAccess):
             return [], await self.knn(vec, k, sources)
         lines = msearch_lines(
             self.layout.alias,
-            bm25_body(text, k, sources, weights=self.weights),
+            bm25_body(text, k, sources, weights=self.weights,
+                      combined=await self._search_combined()),
             knn_body(vec, k, sources, self.layout.knn_method_parameters()),
         )
         action = "searching (BM25 and k-NN)"
@@ -199,6 +201,7 @@ class OpenSearchIndex(ClusterAccess):
         body = hybrid_body(
             text, vec, k, sources, weights=self.weights,
             method_parameters=self.layout.knn_method_parameters(),
+            combined=await self._search_combined(),
         )
         action = "searching (server-side hybrid)"
         try:

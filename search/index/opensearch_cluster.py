@@ -8,6 +8,7 @@ writers is decided in ``opensearch.py``.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -18,17 +19,19 @@ from opensearchpy.helpers import async_bulk
 
 from search.errors import IndexStoreError
 from search.index.opensearch_client import ErrorMapper, is_client_error, make_client, root_cause
-from search.index.opensearch_mapping import VECTOR_FIELD, IndexLayout
+from search.index.opensearch_mapping import COMBINED_FIELD, VECTOR_FIELD, IndexLayout
 
 logger = logging.getLogger("search.index.opensearch")
 
 
 @dataclass
 class _Live:
-    """The physical index behind the alias, and its vector dimension (None: no vector yet)."""
+    """The physical index behind the alias, its vector dimension (None: no vector yet), and
+    whether it has the combined BM25 field (indexes mapped before it existed do not)."""
 
     index: str
     dim: int | None
+    combined: bool = True
 
 
 class ClusterAccess:
@@ -76,6 +79,13 @@ class ClusterAccess:
         self._client = client
         self._owns_client = client is None
         self._closed = False
+        # BM25 field weights, written into the combined field (OpenSearchIndex sets its own).
+        self.weights: tuple[float, float, float] = (2.0, 1.5, 1.0)
+        # Whether searches may use the combined field: True once seen (the alias only ever moves
+        # to newer indexes, which have it); False is checked again after a minute, so a rebuild
+        # by another process is picked up.
+        self._combined_seen = False
+        self._combined_checked = float("-inf")
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -168,7 +178,24 @@ class ClusterAccess:
         )
         properties = mapping.get(names[0], {}).get("mappings", {}).get("properties", {})
         dim = properties.get(VECTOR_FIELD, {}).get("dimension")
-        return _Live(names[0], int(dim) if dim is not None else None)
+        live = _Live(names[0], int(dim) if dim is not None else None, COMBINED_FIELD in properties)
+        self._combined_seen = self._combined_seen or live.combined  # spares searches a lookup
+        return live
+
+    async def _search_combined(self) -> bool:
+        """Whether the index behind the alias has the combined BM25 field (cached, see init)."""
+        if self._combined_seen or time.monotonic() - self._combined_checked < 60:
+            return self._combined_seen
+        try:
+            live = await self._live()
+        except IndexStoreError:
+            return False  # the search itself will report what is wrong
+        self._combined_checked = time.monotonic()
+        if live and not live.combined:
+            logger.warning("OpenSearch index %s predates the combined BM25 field: BM25 ranks "
+                           "with the older per-field query until it is rebuilt (`lorebot "
+                           "opensearch migrate`, or `setup --fresh` and a reindex)", live.index)
+        return self._combined_seen
 
     async def _alias_targets(self) -> list[str]:
         live = await self._live()

@@ -93,11 +93,12 @@ async def commit_transaction(index: ClusterAccess, spool: Spool) -> None:
         elif live.dim != spool.dim:
             raise index._dimension_error(spool.dim, live.dim)
     target, write_id = live.index, uuid.uuid4().hex
+    combined = index.weights if live.combined else None
     await index._refresh(target)
 
     async def chunk_records() -> AsyncIterator[dict[str, Any]]:
         async for document, chunks, vectors in spool.final_upserts():
-            for action in chunk_actions(target, document, chunks, vectors, write_id):
+            for action in chunk_actions(target, document, chunks, vectors, write_id, combined):
                 yield action
 
     await index._bulk(chunk_records(), f"writing chunks to {target}")

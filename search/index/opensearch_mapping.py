@@ -41,6 +41,14 @@ KIND_CHUNK = "chunk"
 
 VECTOR_FIELD = "vector"
 
+# Title, heading path and text again as one field, each part repeated by its BM25 weight
+# (``opensearch_records.combined_text``): BM25 over it scores a chunk as the embedded index's
+# FTS5 ``bm25()`` does (weighted term counts over the whole row, one length), which summing
+# per-field BM25 scores (``multi_match``) does not: on SciFact test that cost 0.06 nDCG@10
+# (bench/opensearch_parity.py). Searched, never returned (left out of ``_source``). Physical
+# indexes made before it existed lack it and keep the per-field query until rebuilt.
+COMBINED_FIELD = "all_text"
+
 # k-NN engines lorebot maps its vector field with (``IndexLayout.knn_engine``).
 KNN_ENGINES = ("faiss", "lucene")
 
@@ -83,6 +91,7 @@ PROPERTIES: dict[str, Any] = {
     "title": _text_field(),
     "headings": _text_field(),
     "text": _text_field(),
+    COMBINED_FIELD: _text_field(),
     "ordinal": {"type": "integer"},
     "content_hash": _stored_only("keyword"),
     "path": _stored_only("keyword"),
@@ -100,7 +109,7 @@ def _mappings(properties: dict[str, Any]) -> dict[str, Any]:
         # `_source`: kept there as JSON they would be the largest part of the index on disk
         # (~8 KB per 384-dimensional vector). Rebuilds read the knowledge sources or the
         # embedded index, not OpenSearch.
-        "_source": {"excludes": [VECTOR_FIELD]},
+        "_source": {"excludes": [VECTOR_FIELD, COMBINED_FIELD]},
         "properties": properties,
     }
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from search.index.opensearch_mapping import (
+    COMBINED_FIELD,
     DOCUMENT_FIELDS,
     HIT_FIELDS,
     KIND_CHUNK,
@@ -92,22 +93,32 @@ def bm25_body(
     sources: Sequence[str] | None,
     *,
     weights: tuple[float, float, float] = (2.0, 1.5, 1.0),
+    combined: bool = False,
 ) -> dict[str, Any]:
-    """A BM25 search: ``multi_match`` over title, headings and text and their CJK sub-fields.
+    """A BM25 search over title, headings and text and their CJK sub-fields.
 
-    ``most_fields`` adds the scores of every field that matches, as FTS5 adds weighted column
-    frequencies; the source filter sits in ``bool.filter`` so it never moves a score and is
-    applied before the top ``k`` are taken. Ties break on ``chunk_id`` so results are stable.
+    ``combined`` (the physical index has ``COMBINED_FIELD``): one ``match`` on that field, whose
+    parts were repeated by their weights when written, so a chunk is scored as one weighted row,
+    as FTS5 scores it. Else (an index from before that field) ``multi_match`` with
+    ``most_fields`` adds per-field BM25 scores, which ranks worse (see ``opensearch_mapping``).
+    The source filter sits in ``bool.filter`` so it never moves a score and is applied before
+    the top ``k`` are taken. Ties break on ``chunk_id`` so results are stable.
     """
     title, headings, body = weights
     should = []
     for query, suffix in ((text.words, ""), (text.cjk, ".cjk")):
+        if not query:
+            continue
+        if combined:
+            should.append({"match": {f"{COMBINED_FIELD}{suffix}": {"query": query,
+                                                                 "operator": "or"}}})
+            continue
         fields = [
             f"{name}{suffix}^{weight:g}"
             for name, weight in (("title", title), ("headings", headings), ("text", body))
             if weight > 0
         ]
-        if query and fields:
+        if fields:
             should.append(
                 {
                     "multi_match": {
@@ -169,6 +180,7 @@ def hybrid_body(
     *,
     weights: tuple[float, float, float] = (2.0, 1.5, 1.0),
     method_parameters: dict[str, Any] | None = None,
+    combined: bool = False,
 ) -> dict[str, Any]:
     """OpenSearch's server-side ``hybrid`` query: the BM25 and k-NN queries above as its two
     sub-queries, combined by the search pipeline named in the request (see ``pipeline_body``)."""
@@ -178,7 +190,7 @@ def hybrid_body(
         "query": {
             "hybrid": {
                 "queries": [
-                    bm25_body(text, k, sources, weights=weights)["query"],
+                    bm25_body(text, k, sources, weights=weights, combined=combined)["query"],
                     knn_body(vector, k, sources, method_parameters)["query"],
                 ]
             }

@@ -165,7 +165,9 @@ class OpenSearchRebuildWriter:
                 raise self._index._dimension_error(dim, self._dim)
         if document.doc_id in self._written:
             await self.delete(document.doc_id)
-        self._pending += chunk_actions(self.target, document, chunks, rows, self._write_id)
+        # A new physical index is mapped from PROPERTIES, so it has the combined field.
+        self._pending += chunk_actions(self.target, document, chunks, rows, self._write_id,
+                                       self._index.weights)
         self._pending.append(
             document_action(
                 self.target, document, len(chunks), self._write_id,

@@ -1,9 +1,10 @@
 """The embedded and OpenSearch backends rank the same documents for the same questions.
 
-BM25 runs in each engine (FTS5; OpenSearch's Lucene BM25 as osmem-server implements it), and
-the two do not score alike: FTS5's ``bm25()`` weighs each column's term frequency into one score
-per row, while OpenSearch sums one BM25 score per field (``most_fields``), each with its own
-length normalisation. So scores are never compared. Rankings are: on a small corpus, for
+BM25 runs in each engine (FTS5; OpenSearch's Lucene BM25 as osmem-server implements it). Both
+score a chunk as one weighted row (FTS5's ``bm25()`` column weights; OpenSearch a combined field
+whose parts are repeated by their weights, see ``test_opensearch_bm25``), but the engines'
+formulas still differ in detail (IDF, weights rounded to whole repeats). So scores are never
+compared. Rankings are: on a small corpus, for
 questions whose relevant documents are clear, the ranked documents are the same; for close calls
 (two documents within a few percent in one engine) the order may differ, so there only the
 matched documents must. Everything above the index (reciprocal rank fusion, reranking) is shared
