@@ -47,8 +47,9 @@ class SearchSettings(BaseModel):
         "trusted in every language."
     )
     weak_dense_factor: float = Field(
-        0.2, ge=0, le=1, description="Multiplier of DENSE_WEIGHT for a query in a language the "
-        "embedder does not know (tuned on the Chinese set's dev split)."
+        0.0, ge=0, le=1, description="Multiplier of DENSE_WEIGHT for a query in a language the "
+        "embedder does not know. 0: BM25 ranks alone (dense hits only fill in below it); on the "
+        "Chinese set's dev split hybrid nDCG@10 was 0.895 at 0, 0.840 at 0.1, 0.771 at 0.2."
     )
     weak_query_share: float = Field(
         0.5, gt=0, le=1, description="Share of a query's letters in unknown scripts from which "

