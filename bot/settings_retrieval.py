@@ -42,9 +42,9 @@ class SearchSettings(BaseModel):
         "was not trained on (search.fusion_weights); fixed: the two weights for every query."
     )
     embedding_languages: list[str] | None = Field(
-        None, description="Languages the embedding model knows (ISO codes, or * for all). "
-        "Unset: from the model card of known models (all-MiniLM-L6-v2: en); unknown models are "
-        "trusted in every language."
+        None, description="Languages EMBEDDING_MODEL knows (ISO codes, or * for all), also "
+        "used for fine-tuned copies of it. Unset: from the model card of known models "
+        "(all-MiniLM-L6-v2: en); unknown models are trusted in every language."
     )
     weak_dense_factor: float = Field(
         0.0, ge=0, le=1, description="Multiplier of DENSE_WEIGHT for a query in a language the "
