@@ -6,6 +6,7 @@ Fusion and reranking live here, above the index protocol, so every backend ranks
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from typing import Literal, Protocol, runtime_checkable
 
@@ -137,11 +138,16 @@ class Retriever:
         if not self.language_aware:
             return FusionWeights(bm25, dense, "configured weights (SEARCH__FUSION=fixed)")
         model = getattr(self.embedder, "model_id", "")
-        return fusion_weights(
+        w = fusion_weights(
             clean_query(query), embedder=model, languages=embedder_languages(model, self.languages),
             bm25_weight=bm25, dense_weight=dense, weak_share=self.weak_share,
             weak_factor=self.weak_factor,
         )
+        if getattr(self.index, "server_hybrid", None):
+            # Said, not hidden: the cluster's search pipeline fuses with its own fixed weights.
+            return dataclasses.replace(w, reason=w.reason + "; not applied: the cluster fuses "
+                                       "(OPENSEARCH__SERVER_HYBRID)")
+        return w
 
     async def _candidates(
         self, query: str, depth: int, sources: Sequence[str] | None

@@ -85,3 +85,23 @@ def test_covered_scripts_of_language_codes():
     assert covered_scripts(["en", "de"]) == {"latin"}
     assert covered_scripts(["zh-CN"]) == {"han"}
     assert covered_scripts(["en", "*"]) is None
+
+
+def test_the_retriever_reports_the_weights_it_fuses_with():
+    from types import SimpleNamespace
+
+    from search.retriever import Retriever
+
+    minilm = SimpleNamespace(model_id=MINILM)
+    plain = Retriever(SimpleNamespace(), minilm, weak_factor=0.0)
+    assert plain.fusion_for("年假怎么申请").as_dict()["dense"] == 0.0
+    # A fine-tuned copy (a directory) with the base model's languages passed in.
+    tuned = Retriever(SimpleNamespace(), SimpleNamespace(model_id="/data/models/e1"),
+                      languages=("en",))
+    assert tuned.fusion_for("年假怎么申请").dense_is_weak
+    fixed = Retriever(SimpleNamespace(), minilm, language_aware=False, dense_weight=0.8)
+    assert fixed.fusion_for("年假怎么申请").as_dict() == {
+        "bm25": 1.0, "dense": 0.8, "reason": "configured weights (SEARCH__FUSION=fixed)"}
+    cluster = Retriever(SimpleNamespace(server_hybrid="rrf"), minilm)
+    assert cluster.fusion_for("年假怎么申请").reason.endswith(
+        "not applied: the cluster fuses (OPENSEARCH__SERVER_HYBRID)")
