@@ -26,9 +26,9 @@ def test_a_chinese_snippet_is_cut_between_characters_near_the_limit():
 
 
 def test_a_space_late_in_chinese_text_does_not_swallow_what_follows():
-    text = "甲" * 40 + " lorebot " + "乙" * 100
+    text = "甲" * 60 + " lorebot " + "乙" * 100
     s = snippet(text, 100)
-    assert s.count("乙") >= 45, s  # cut near 100, not at the space after character 40
+    assert s.count("乙") >= 25, s  # cut near 100, not at the space after character 60
 
 
 def test_english_snippets_still_cut_at_a_word_end():
