@@ -15,6 +15,7 @@ from pathlib import PurePath
 from typing import Any
 
 from bot.answer.pipeline import Answer, Citation
+from bot.answer.quotes import cut_text
 
 Card = dict[str, Any]
 
@@ -50,7 +51,7 @@ def _url(url: str) -> str:
 
 def _label(text: str, limit: int) -> str:
     text = " ".join(text.split())
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    text = text if len(text) <= limit else cut_text(text, limit - 1) + "…"
     return safe_markdown(text).replace("[", "(").replace("]", ")")
 
 
@@ -63,7 +64,7 @@ def link_citations(text: str, citations: Sequence[Citation]) -> str:
 
 def body(text: str, citations: Sequence[Citation] = ()) -> str:
     if len(text) > TEXT_CHARS:
-        text = text[:TEXT_CHARS] + ANSWER_CUT
+        text = cut_text(text, TEXT_CHARS) + ANSWER_CUT
     return link_citations(safe_markdown(text), citations)
 
 

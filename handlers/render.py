@@ -20,6 +20,7 @@ from pathlib import PurePath
 from typing import Any
 
 from bot.answer.pipeline import Answer, Citation, snippet
+from bot.answer.quotes import cut_text
 from handlers import texts
 from handlers.texts import escape
 
@@ -81,7 +82,7 @@ def stream_pieces(text: str, limit: int = STREAM_TEXT_CHARS) -> list[str]:
     pieces = []
     while len(text) > limit:
         cut = max(text.rfind("\n", limit // 2, limit), text.rfind(" ", limit // 2, limit))
-        cut = cut + 1 if cut > 0 else limit
+        cut = cut + 1 if cut > 0 else len(cut_text(text, limit)) or limit
         amp = text.rfind("&", max(0, cut - 5), cut)
         if amp > 0 and ";" not in text[amp:cut]:
             cut = amp
@@ -95,7 +96,7 @@ def clip(text: str, limit: int) -> str:
     ``<…>`` or an ``&…;`` escape, and with a code block cut open closed again."""
     if len(text) <= limit:
         return text
-    head = text[:max(0, limit - 5)]
+    head = cut_text(text, max(0, limit - 5))
     lt = head.rfind("<")
     if lt > head.rfind(">"):
         head = head[:lt]
@@ -108,7 +109,7 @@ def clip(text: str, limit: int) -> str:
 
 def clip_plain(text: str, limit: int) -> str:
     """Plain text (no markup) cut to ``limit`` characters with an ellipsis."""
-    return text if len(text) <= limit else text[:limit - 1].rstrip() + ELLIPSIS
+    return text if len(text) <= limit else cut_text(text, limit - 1).rstrip() + ELLIPSIS
 
 
 def section(mrkdwn: str, accessory: Block | None = None) -> Block:
@@ -271,7 +272,12 @@ def _cut_point(text: str, limit: int) -> int | None:
                 if not _in_code(head) and not _in_link(head):
                     return pos
                 pos = text.rfind(separator, 0, pos)
-    return None if _in_code(text[:limit]) else limit
+        if floor:
+            # Chinese has no spaces: a cut between its characters beats one at an early space.
+            pos = len(cut_text(text, limit))
+            if pos > floor and not _in_code(text[:pos]) and not _in_link(text[:pos]):
+                return pos
+    return None if _in_code(text[:limit]) else len(cut_text(text, limit)) or limit
 
 
 def answer_blocks(

@@ -6,6 +6,7 @@ Fusion and reranking live here, above the index protocol, so every backend ranks
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from typing import Literal, Protocol, runtime_checkable
 
@@ -14,6 +15,7 @@ import numpy as np
 from search.embedding import Embedder
 from search.errors import SearchError
 from search.fusion import reciprocal_rank_fusion
+from search.fusion_weights import FusionWeights, embedder_languages, fusion_weights
 from search.index.base import SearchIndex
 from search.models import Hit
 from search.rerank import Reranker
@@ -52,6 +54,10 @@ class Retriever:
         dense_weight: float = 1.0,
         rerank_depth: int = 30,
         default_mode: Mode | None = None,
+        language_aware: bool = True,
+        languages: Sequence[str] | None = None,
+        weak_share: float = 0.5,
+        weak_factor: float = 0.0,
     ):
         self.index = index
         self.embedder = embedder
@@ -59,6 +65,10 @@ class Retriever:
         self.candidates = candidates
         self.rrf_k = rrf_k
         self.weights = (bm25_weight, dense_weight)
+        # Per-query weights (search.fusion_weights): off keeps ``weights`` for every query.
+        self.language_aware = language_aware
+        self.languages = tuple(languages) if languages else None
+        self.weak_share, self.weak_factor = weak_share, weak_factor
         self.rerank_depth = rerank_depth
         self._mode_setting = default_mode  # None: the mode follows the reranker (use_models)
         self.default_mode: Mode = default_mode or ("rerank" if reranker else "hybrid")
@@ -111,8 +121,9 @@ class Retriever:
             fused = await self.index.server_hybrid_search(query, vector, depth, sources)
         else:
             lexical, semantic = await self._candidates(query, depth, sources)
+            w = self.fusion_for(query)
             fused = reciprocal_rank_fusion(
-                [lexical, semantic], k=self.rrf_k, weights=self.weights
+                [lexical, semantic], k=self.rrf_k, weights=(w.bm25, w.dense)
             )
         if mode == "hybrid":
             return fused[:k]
@@ -120,6 +131,23 @@ class Retriever:
         # keep their fused order after it, so asking for many hits does not multiply the cost.
         head = fused[: self.rerank_depth]
         return ([*await self.reranker.rerank(query, head), *fused[len(head):]])[:k]
+
+    def fusion_for(self, query: str) -> FusionWeights:
+        """The RRF weights the hybrid and rerank modes use for ``query``, with the reason."""
+        bm25, dense = self.weights
+        if not self.language_aware:
+            return FusionWeights(bm25, dense, "configured weights (SEARCH__FUSION=fixed)")
+        model = getattr(self.embedder, "model_id", "")
+        w = fusion_weights(
+            clean_query(query), embedder=model, languages=embedder_languages(model, self.languages),
+            bm25_weight=bm25, dense_weight=dense, weak_share=self.weak_share,
+            weak_factor=self.weak_factor,
+        )
+        if getattr(self.index, "server_hybrid", None):
+            # Said, not hidden: the cluster's search pipeline fuses with its own fixed weights.
+            return dataclasses.replace(w, reason=w.reason + "; not applied: the cluster fuses "
+                                       "(OPENSEARCH__SERVER_HYBRID)")
+        return w
 
     async def _candidates(
         self, query: str, depth: int, sources: Sequence[str] | None

@@ -7,7 +7,10 @@ or :meth:`AnswerPipeline.stream` and render the :class:`Answer` they get back.
 2. The retriever returns the ``search.top_k`` best passages (its default mode).
 3. Evidence threshold: with reranking, the best reranker score must reach
    ``answer.min_rerank_score``; otherwise the best cosine ``similarity`` must reach
-   ``answer.min_similarity`` (hits without a similarity count only when no hit has one). Below it the
+   ``answer.min_similarity`` (hits without a similarity count only when no hit has one). When the
+   retriever judged the dense side weak for the query's language (``fusion_for``, e.g. a Chinese
+   question and the English MiniLM), cosines mean little: a hit counts when its words cover at
+   least ``answer.min_keyword_coverage`` of the question's (bot.answer.evidence). Below it the
    reply says the knowledge base does not cover the question and lists the nearest sources —
    no LLM call, no guessing (mode ``no_evidence``).
 4. With an LLM: numbered sources in, checked and renumbered citations out (mode ``llm``).
@@ -18,6 +21,7 @@ or :meth:`AnswerPipeline.stream` and render the :class:`Answer` they get back.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
@@ -26,6 +30,7 @@ from typing import Literal, Protocol
 
 from bot.answer.citations import CitationRewriter, CitedText, check_citations
 from bot.answer.conversation import key_terms, standalone_query
+from bot.answer.evidence import keyword_coverage
 from bot.answer.llm import LLM, ChatMessage, LLMCutOffError, LLMError
 from bot.answer.prompts import (
     CountTokens,
@@ -106,7 +111,9 @@ class _Retrieved:
     question: str
     query: str
     hits: tuple[Hit, ...]
-    evidence: bool
+    evidence: bool = False
+    # The dense side is weak for this query's language: evidence is keyword coverage instead.
+    weak_dense: bool = False
 
 
 class AnswerPipeline:
@@ -236,12 +243,18 @@ class AnswerPipeline:
         )
         hits = tuple(await self.retriever.search(query, k=self.settings.search.top_k,
                                                  **({"sources": sources} if sources is not None else {})))
-        evidence = any(self._is_evidence(hit, hits) for hit in hits) if hits else False
+        found = _Retrieved(question, query, hits, weak_dense=self._dense_is_weak(query))
+        evidence = any(self._is_evidence(hit, found) for hit in hits)
         # Question text stays out of INFO logs: it may be confidential.
-        logger.info("Retrieved %d hits, evidence=%s, rewritten=%s", len(hits), evidence,
-                    query != question)
+        logger.info("Retrieved %d hits, evidence=%s, rewritten=%s, weak dense=%s", len(hits),
+                    evidence, query != question, found.weak_dense)
         logger.debug("Search query %r", query)
-        return _Retrieved(question, query, hits, evidence)
+        return dataclasses.replace(found, evidence=evidence)
+
+    def _dense_is_weak(self, query: str) -> bool:
+        """Whether the retriever's fusion judged the embedder weak for this query's language."""
+        fusion_for = getattr(self.retriever, "fusion_for", None)
+        return bool(fusion_for is not None and fusion_for(query).dense_is_weak)
 
     def _reranked(self) -> bool:
         """Whether hit scores come from the reranker: it exists and the default mode uses it."""
@@ -250,11 +263,13 @@ class AnswerPipeline:
         mode = getattr(self.retriever, "default_mode", None) or self.settings.search.default_mode
         return mode == "rerank"
 
-    def _is_evidence(self, hit: Hit, hits: Sequence[Hit]) -> bool:
+    def _is_evidence(self, hit: Hit, found: _Retrieved) -> bool:
         """Whether this hit alone clears the evidence threshold (see the module docstring)."""
-        s = self.settings.answer
+        s, hits = self.settings.answer, found.hits
         if self._reranked():
             return hit.score >= s.min_rerank_score
+        if found.weak_dense:
+            return _coverage(found.query, hit) >= s.min_keyword_coverage
         if hit.similarity is None:
             # Keyword search alone gives no comparable score, so its hits count only when nothing
             # was measured semantically; in hybrid mode a hit the dense side never ranked is a weak
@@ -294,7 +309,7 @@ class AnswerPipeline:
         for hit in found.hits:
             flat = " ".join(hit.text.split())
             # The best hit is quoted regardless; the others must clear the threshold themselves.
-            if flat in seen_text or (quotes and not self._is_evidence(hit, found.hits)):
+            if flat in seen_text or (quotes and not self._is_evidence(hit, found)):
                 continue
             n = numbers.get(hit.doc_id)
             if n is None:
@@ -315,6 +330,10 @@ class AnswerPipeline:
         match, else one that says the knowledge base may not cover the question."""
         if self._reranked():
             return EXTRACTIVE_INTRO
+        if found.weak_dense:
+            best_cover = max((_coverage(found.query, h) for h in found.hits), default=0.0)
+            strong = best_cover >= self.settings.answer.strong_keyword_coverage
+            return EXTRACTIVE_INTRO if strong else WEAK_EXTRACTIVE_INTRO
         best = max((h.similarity for h in found.hits if h.similarity is not None), default=None)
         if best is None or best >= self.settings.answer.strong_similarity:
             return EXTRACTIVE_INTRO
@@ -335,6 +354,11 @@ def _best_per_document(hits: Sequence[Hit]) -> list[Hit]:
     for hit in hits:
         best.setdefault(hit.doc_id, hit)
     return list(best.values())
+
+
+def _coverage(query: str, hit: Hit) -> float:
+    """How much of the query the hit's title, headings and text cover (bot.answer.evidence)."""
+    return keyword_coverage(query, " ".join((hit.title, *hit.headings, hit.text)))
 
 
 def _citation(n: int, hit: Hit) -> Citation:

@@ -6,6 +6,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+import regex
+
+from search.text import CJK_RUN, segment_cjk
+
+# One user-perceived character (Unicode extended grapheme cluster, via the maintained `regex`).
+_GRAPHEME = regex.compile(r"\X", regex.DOTALL)
+
 # A quote in an extractive answer is about this long.
 QUOTE_CHARS = 320
 # Snippets under sources are cut to this many characters.
@@ -13,13 +20,46 @@ SNIPPET_CHARS = 200
 
 
 def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
-    """The start of ``text`` on one line, cut at a word boundary within ``limit`` characters."""
+    """The start of ``text`` on one line, cut at a word boundary within ``limit`` characters
+    (an ellipsis included)."""
     flat = " ".join(text.split())
     if len(flat) <= limit:
         return flat
-    cut = flat[: limit - 1]
-    space = cut.rfind(" ")
-    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:") + "…"
+    return cut_text(flat, limit - 1).rstrip(" ,;:，；：、") + "…"
+
+
+# Characters after which a line may break: CJK text has no spaces, so between two of its
+# characters (or after its punctuation) is a boundary too, not only a blank.
+_BREAK_AFTER = re.compile(r"[\s\u3000-\u303f\uff01-\uff0f\uff1a-\uff1f]")
+
+
+def cut_text(text: str, limit: int) -> str:
+    """The longest start of ``text`` of at most ``limit`` characters that ends on a boundary.
+
+    A boundary is a blank, or anywhere next to a CJK character or CJK punctuation; failing one in
+    the second half, any place between two user-perceived characters (grapheme clusters: never
+    inside a surrogate pair, an emoji sequence or before a combining mark). So a cut looking for
+    a space never swallows a whole Chinese passage, and never splits a character.
+    """
+    if len(text) <= limit:
+        return text
+    graphemes = _GRAPHEME.findall(text[: limit + 8])  # a cluster can straddle the limit
+    ends, length = [], 0
+    for g in graphemes:
+        if length + len(g) > limit:
+            break
+        length += len(g)
+        ends.append(length)
+    if not ends:
+        return ""
+    for end in reversed(ends):
+        if end <= limit // 2:
+            break
+        before, after = text[end - 1], text[end] if end < len(text) else " "
+        if (after.isspace() or _BREAK_AFTER.match(before) or CJK_RUN.match(before)
+                or CJK_RUN.match(after)):
+            return text[:end].rstrip()
+    return text[: ends[-1]]
 
 
 # Sentence ends: after . ! ? followed by blanks, after CJK full stops, and at line breaks (a
@@ -45,8 +85,10 @@ def quote_passage(text: str, terms: Sequence[str] = (), limit: int = QUOTE_CHARS
     whole = " ".join(sentences)
     if len(whole) <= limit:
         return whole
-    wanted = {t.lower() for t in terms}
-    scores = [len(wanted & {w.lower() for w in _WORD.findall(s)}) for s in sentences]
+    # Chinese terms and sentences are compared by bigram, as BM25 sees them: a CJK "word" found
+    # by \w+ is a whole clause, which never equals a query term.
+    wanted = _words(" ".join(terms))
+    scores = [len(wanted & _words(s)) for s in sentences]
     start = scores.index(max(scores))
     taken: list[str] = []
     length = 0
@@ -65,3 +107,8 @@ def quote_passage(text: str, terms: Sequence[str] = (), limit: int = QUOTE_CHARS
     prefix = "… " if start > 0 else ""
     suffix = "" if taken_all else " …"
     return f"{prefix}{quote}{suffix}"
+
+
+def _words(text: str) -> set[str]:
+    """Lower-case words of ``text``, CJK runs as their bigrams."""
+    return {w.lower() for w in _WORD.findall(segment_cjk(text))}

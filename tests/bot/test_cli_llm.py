@@ -131,7 +131,7 @@ def test_off_topic_question_gets_no_evidence_reply_without_llm_call(
     # The threshold must trigger on the real model's similarities, not on a tuned test value.
     threshold = AnswerSettings().min_similarity
     code, out, _ = run(capsys, "search", OFF_TOPIC_QUESTION, "--mode", "dense", "-k", "5", "--json")
-    similarities = [round(hit["score"], 3) for hit in json.loads(out)]
+    similarities = [round(hit["score"], 3) for hit in json.loads(out)["hits"]]
     assert similarities and max(similarities) < threshold, similarities
 
     code, answer, err = ask_json(capsys, OFF_TOPIC_QUESTION)

@@ -82,7 +82,7 @@ def test_the_quick_start_as_written(newcomer, capsys, monkeypatch, fake_models):
     (newcomer.parent / "elsewhere").mkdir()
     monkeypatch.chdir(newcomer.parent / "elsewhere")
     code, out, err = run(capsys, "search", "hotel", "--json", "-k", "1")
-    assert code == 0 and json.loads(out)[0]["path"].endswith("travel.md")
+    assert code == 0 and json.loads(out)["hits"][0]["path"].endswith("travel.md")
     assert not (newcomer.parent / "elsewhere" / ".lorebot").exists()
     monkeypatch.chdir(newcomer)
 
@@ -117,4 +117,4 @@ def test_the_quick_start_as_written(newcomer, capsys, monkeypatch, fake_models):
     assert [(r["source"], r["documents"]) for r in json.loads(out)] == [("handbook", 3)]
     code, out, err = run(capsys, "search", "add my own documents", "--json")
     assert code == 0 and all("sample" not in h["doc_id"] and "/docs/" not in (h["path"] or "")
-                             for h in json.loads(out))
+                             for h in json.loads(out)["hits"])

@@ -138,7 +138,7 @@ def test_cli_search_in_rerank_mode(tiny_reranker: Path, data_dir: Path, kb: Path
 
     def search(*options: str) -> list[dict]:
         assert main(["search", QUESTION, "--json", *options]) == 0
-        return json.loads(capsys.readouterr().out)
+        return json.loads(capsys.readouterr().out)["hits"]
 
     hits = search("--mode", "rerank", "-k", "4")
     assert len(hits) == 4
