@@ -27,7 +27,8 @@ def add_parser(sub) -> None:
     p.add_argument("--max-steps", type=int, metavar="N", help="stop after N training steps")
     p.add_argument("--force", action="store_true", help="promote even if the gate refuses")
     p.add_argument("--json", action="store_true",
-                   help="print {candidate, kind, before, after, promoted} as JSON")
+                   help="print {candidate, kind, before, after, guard, gate, promoted, "
+                   "training_seconds} as JSON")
     p.set_defaults(handler=run_finetune)
 
     p = sub.add_parser("models", help="fine-tuned models, and which is active per kind")
@@ -50,13 +51,10 @@ async def run_finetune(args, settings: Settings | None = None) -> int:
     if args.json:
         print_json({k: result[k] for k in RESULT_KEYS})
     else:
-        before, after = result["before"], result["after"]
-        verdict = ("promoted" + (" (--force)" if not result["gate_passed"] else "")
-                   if result["promoted"] else
-                   f"refused: nDCG@10 gain {result['gain']:+.4f} < {result['min_gain']} "
-                   "(LOREBOT_FINETUNE__MIN_GAIN); --force promotes anyway")
-        print(f"{result['candidate']}: nDCG@10 {before['ndcg@10']:.4f} -> {after['ndcg@10']:.4f} "
-              f"on {result['validation_queries']} validation queries; {verdict}")
+        from bot.jobs.training import gate_table, verdict_text
+
+        print(gate_table(result))
+        print(f"{result['candidate']}: {verdict_text(result)}")
     return EXIT_OK
 
 

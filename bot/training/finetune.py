@@ -1,10 +1,14 @@
 """`lorebot finetune` and `lorebot models`: train a candidate, gate it on validation, promote.
 
-The gate: candidate and active model are evaluated on the same validation queries (hit@1/5/10,
-MRR@10, nDCG@10); the candidate is promoted only when its nDCG@10 beats the active one's by
-LOREBOT_FINETUNE__MIN_GAIN, or with --force. Training data comes from a BEIR dataset's train split
-(--dataset) or from the live index and feedback.jsonl; validation queries are split off by
-relevant document, so no document is seen on both sides.
+The gate asks two questions, on queries no model of the stack trained on
+(search.finetune.data.split_for_gate), each a paired bootstrap on per-query nDCG@10
+(search.finetune.significance): (a) held-out questions, a seeded random share of the judged
+queries: does the candidate answer new questions about this knowledge base better, the 95%
+interval of the gain above zero (and the mean gain at least LOREBOT_FINETUNE__MIN_GAIN)? (b) the
+guard, queries about documents no other query is about: does it lose no more than the guard's
+own noise (the interval's upper bound at or above zero)? Promotion needs both, or --force.
+Training data comes from a BEIR dataset's train split (--dataset) or from the live index,
+feedback.jsonl and qa.jsonl.
 
 An embedder changes every vector: its gate ranks a re-embedded copy of the index, and promoting
 or rolling it back re-embeds the index in one transaction (bot.training.promotion).
@@ -26,11 +30,13 @@ from bot.training.gate import (
     gate_eval,
     gate_reranker,
     vector_lookup,
+    verdict,
 )
 from bot.training.progress import report as _report, run_training, say as _say, with_progress
 
 # What `lorebot finetune --json` prints: finetune()'s result has a few more keys for Slack.
-RESULT_KEYS = ("candidate", "kind", "before", "after", "promoted")
+RESULT_KEYS = ("candidate", "kind", "before", "after", "guard", "gate", "promoted",
+               "training_seconds")
 
 Progress = Callable[[str, int, "int | None"], None]
 
@@ -81,37 +87,46 @@ async def finetune(settings: Settings, kind: str, *, dataset: str | Path | None 
 
             _report(args, "indexing dataset", 0, None)
             await _index_corpus(services, data["beir"])
-        from search.finetune.data import split_by_document
+        from search.finetune.data import split_for_gate
 
-        split_ = split_by_document(data["qrels"], val_fraction=f.val_fraction, seed=f.seed)
+        split_ = split_for_gate(data["qrels"], guard_fraction=f.val_fraction,
+                                heldout_fraction=f.heldout_fraction, seed=f.seed)
         train_q = split_.train[: f.max_train_queries] if f.max_train_queries else split_.train
-        val_q = (split_.validation[: f.max_val_queries] if f.max_val_queries
-                 else split_.validation)
-        if not train_q or not val_q:
+        cap = f.max_val_queries
+        sets = {"heldout": split_.heldout[:cap] if cap else split_.heldout,
+                "guard": split_.guard[:cap] if cap else split_.guard}
+        if not train_q or not sets["heldout"] or not sets["guard"]:
             raise CliError(f"too few judged queries to split ({len(split_.train)} train, "
-                           f"{len(split_.validation)} validation); add feedback or use --dataset")
-        _say(args, f"{len(train_q)} training and {len(val_q)} validation queries, "
-             f"{len(split_.train_docs)} and {len(split_.val_docs)} relevant documents, disjoint")
+                           f"{len(split_.heldout)} held-out, {len(split_.guard)} guard); "
+                           "add feedback, run `lorebot qa generate`, or use --dataset")
+        _say(args, f"{len(train_q)} training queries; the gate: {len(sets['heldout'])} held-out "
+             f"queries (drawn at random) and {len(sets['guard'])} guard queries (about "
+             f"{len(split_.guard_docs)} documents no other query is about)")
         examples = await _mine(args, services, data, train_q, settings)
         candidate, trained = await _train(args, settings, registry, services, examples)
-        before = await gate_eval(args, services.retriever, data, val_q, "active")
+        before = await gate_eval(args, services.retriever, data, sets, "active")
         blend = None
         try:
             if candidate.kind == "reranker":
-                after, blend = await gate_reranker(args, settings, services, data, val_q,
+                after, blend = await gate_reranker(args, settings, services, data, sets,
                                                     registry.path(candidate.id))
             else:
-                after = await gate_eval(args, trained, data, val_q, "candidate")
+                after = await gate_eval(args, trained, data, sets, "candidate")
         finally:
             if trained.index is not services.index:  # the embedder's candidate index
                 await trained.index.close()
         gate_index = getattr(services.index, "path", None)
-    gain = after["ndcg@10"] - before["ndcg@10"]
-    passed = gain >= f.min_gain
+    gate = verdict(before, after, min_gain=f.min_gain, seed=f.seed)
+    gain, passed = gate["heldout"]["mean"], gate["passed"]
     promoted = passed or args.force
-    registry.update_metrics(candidate.id, {"validation": {"before": before, "after": after},
+    _say(args, gate_text(gate))
+    figures = {"before": before["heldout"]["metrics"], "after": after["heldout"]["metrics"],
+               "guard": {"before": before["guard"]["metrics"],
+                         "after": after["guard"]["metrics"]}}
+    registry.update_metrics(candidate.id, {"validation": figures, "gate": gate,
                                            "gain_ndcg@10": gain, "gate_passed": passed,
-                                           "validation_queries": len(val_q),
+                                           "validation_queries": len(sets["heldout"]),
+                                           "guard_queries": len(sets["guard"]),
                                            **({"blend": blend} if blend else {})})
     if promoted and candidate.kind == "embedder":
         from bot.training.promotion import promote_embedder
@@ -122,9 +137,22 @@ async def finetune(settings: Settings, kind: str, *, dataset: str | Path | None 
                                say=lambda text: _say(args, text))
     elif promoted:
         registry.promote(candidate.id)
-    return {"candidate": candidate.id, "kind": candidate.kind, "before": before,
-            "after": after, "promoted": promoted, "gain": round(gain, 4),
-            "min_gain": f.min_gain, "gate_passed": passed, "validation_queries": len(val_q)}
+    return {"candidate": candidate.id, "kind": candidate.kind, **figures, "gate": gate,
+            "promoted": promoted, "gain": round(gain, 4), "min_gain": f.min_gain,
+            "gate_passed": passed, "validation_queries": len(sets["heldout"]),
+            "guard_queries": len(sets["guard"]), "training_seconds": candidate.training_seconds,
+            **({"blend": blend["blend"]} if blend else {})}
+
+
+def gate_text(gate: dict) -> str:
+    """The gate's two verdicts in one line each (the CLI and Slack both show them)."""
+    h, g = gate["heldout"], gate["guard"]
+    return (f"held-out questions: nDCG@10 {h['mean']:+.4f}, 95% interval [{h['low']:+.4f}, "
+            f"{h['high']:+.4f}] over {h['n']} queries: "
+            f"{'gains' if h['passed'] else 'no gain beyond noise'}\n"
+            f"guard (new documents): nDCG@10 {g['mean']:+.4f}, 95% interval [{g['low']:+.4f}, "
+            f"{g['high']:+.4f}] over {g['n']} queries: "
+            f"{'no harm beyond noise' if g['passed'] else 'worse beyond noise'}")
 
 
 def _training_data(args, settings: Settings) -> dict:
