@@ -189,6 +189,10 @@ class FinetuneSettings(BaseModel):
     qa_language: str = Field(
         "the language of the passage", description="Language the questions are written in."
     )
+    qa_pseudo_kind: Literal["sentence", "title", "both"] = Field(
+        "sentence", description="Without an LLM, `qa generate` asks with a sentence of each "
+        "chunk (for the rest of its passage), its heading or title, or both."
+    )
     qa_per_chunk: int = Field(3, ge=1, le=20, description="Questions asked for per chunk.")
     qa_max_chunks: int = Field(200, ge=1, description="Chunks sampled per run (--max-chunks).")
     qa_concurrency: int = Field(4, ge=1, description="LLM requests in flight at once.")

@@ -23,6 +23,9 @@ def add_parser(sub) -> None:
                    help="a BEIR dataset (default: the live index and feedback.jsonl)")
     p.add_argument("--split", default="train", help="qrels split to train and validate on "
                    "(default train; never train on test)")
+    p.add_argument("--questions", type=Path, metavar="FILE",
+                   help="with --dataset: train and gate on these questions (qa.jsonl format, "
+                   "e.g. from `lorebot qa generate --dataset DIR`) instead of the dataset's qrels")
     p.add_argument("--epochs", type=int, metavar="N", help="default: LOREBOT_FINETUNE__*_EPOCHS")
     p.add_argument("--max-steps", type=int, metavar="N", help="stop after N training steps")
     p.add_argument("--force", action="store_true", help="promote even if the gate refuses")
@@ -44,10 +47,13 @@ async def run_finetune(args, settings: Settings | None = None) -> int:
     from bot.training.finetune import RESULT_KEYS, finetune
 
     settings = settings or Settings()
+    if getattr(args, "questions", None) is not None and args.dataset is None:
+        raise CliError("--questions needs --dataset DIR (the corpus they are about); without a "
+                       "dataset, `lorebot finetune` reads the data dir's qa.jsonl by itself")
     say = None if args.json else (lambda text: print(text, file=sys.stderr))
     result = await finetune(settings, args.kind, dataset=args.dataset, split=args.split,
                             epochs=args.epochs, max_steps=args.max_steps, force=args.force,
-                            say=say)
+                            say=say, questions=getattr(args, "questions", None))
     if args.json:
         print_json({k: result[k] for k in RESULT_KEYS})
     else:

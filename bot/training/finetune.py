@@ -52,6 +52,7 @@ class _Run:
     epochs: int | None = None
     max_steps: int | None = None
     force: bool = False
+    questions: Path | None = None  # qa.jsonl-format questions instead of the dataset's qrels
     progress: Progress | None = None  # (phase, done, total)
     say: Callable[[str], None] | None = None
 
@@ -59,7 +60,8 @@ class _Run:
 async def finetune(settings: Settings, kind: str, *, dataset: str | Path | None = None,
                    split: str = "train", epochs: int | None = None, max_steps: int | None = None,
                    force: bool = False, progress: Progress | None = None,
-                   say: Callable[[str], None] | None = None) -> dict:
+                   say: Callable[[str], None] | None = None,
+                   questions: str | Path | None = None) -> dict:
     """Train a candidate of ``kind`` (embedder, adapter, reranker), gate it, promote it if it
     wins (or ``force``). Returns {candidate, kind, before, after, promoted} plus the gate's
     figures: gain (nDCG@10), min_gain, gate_passed, validation_queries. Raises CliError with
@@ -72,7 +74,7 @@ async def finetune(settings: Settings, kind: str, *, dataset: str | Path | None 
     from bot.runtime.services import build_services
 
     args = _Run(kind, Path(dataset) if dataset is not None else None, split, epochs, max_steps,
-                force, progress, say)
+                force, Path(questions) if questions is not None else None, progress, say)
     f = settings.finetune
     if args.kind == "embedder":  # before any work: a promotion could not be carried out
         from bot.training.promotion import check_embedder_backend
@@ -167,8 +169,11 @@ def _training_data(args, settings: Settings) -> dict:
 
         index_path = settings.data_dir / "eval" / f"{_safe(beir.name)}.sqlite3"
         index_path.parent.mkdir(parents=True, exist_ok=True)
-        return {"beir": beir, "index_path": index_path, "queries": beir.queries,
-                "qrels": beir.qrels, "key": lambda h: h.doc_id, "negatives": {},
+        queries, qrels = beir.queries, beir.qrels
+        if args.questions is not None:  # e.g. `qa generate --dataset DIR`: the corpus alone
+            queries, qrels = _question_file(args.questions)
+        return {"beir": beir, "index_path": index_path, "queries": queries,
+                "qrels": qrels, "key": lambda h: h.doc_id, "negatives": {},
                 "corpus_path": Path(args.dataset) / "corpus.jsonl"}
     from bot.training.qa import training_pairs
     from search.finetune.data import hit_key
@@ -181,6 +186,23 @@ def _training_data(args, settings: Settings) -> dict:
     qrels = {q: {k: 1 for k in keys} for q, keys in pairs.positives.items() if keys}
     return {"beir": None, "index_path": None, "queries": pairs.queries, "qrels": qrels,
             "key": hit_key, "negatives": pairs.negatives, "pairs": pairs}
+
+
+def _question_file(path: Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """Queries and qrels (by document id) from a qa.jsonl-format file."""
+    from bot.training.qa import read_qa
+
+    if not path.is_file():
+        raise CliError(f"--questions {path}: no such file; write one with `lorebot qa generate "
+                       "--dataset DIR --out FILE`")
+    queries, qrels = {}, {}
+    for rec in read_qa(path):
+        if rec.get("question") and rec.get("doc_id"):
+            queries[rec["id"]] = rec["question"]
+            qrels.setdefault(rec["id"], {})[str(rec["doc_id"])] = 1
+    if not queries:
+        raise CliError(f"--questions {path}: no question with a doc_id in it")
+    return queries, qrels
 
 
 async def _mine(args, services, data, train_q, settings):
