@@ -11,8 +11,8 @@ scores always give the same verdict).
   noise: the interval's upper bound at or above zero, i.e. the guard cannot show at this
   confidence that the candidate is worse (equivalently: the mean loss is within the interval's
   half-width of zero). A fixed margin on the lower bound (say -0.01) was not chosen: with the
-  ~160 guard queries of SciFact the interval's half-width is 0.02-0.03, so it would refuse a
-  candidate that changes nothing on the guard about as often as not.
+  ~160 guard queries of SciFact the interval's half-width is 0.02-0.03, so it would refuse most
+  candidates that reorder results without changing their quality on average.
 """
 
 from __future__ import annotations
