@@ -37,6 +37,7 @@ def training_runner(settings: Settings) -> RunTraining:
             return await finetune(
                 settings, job.source, dataset=p.get("dataset"), epochs=p.get("epochs"),
                 max_steps=p.get("max_steps"), force=bool(p.get("force")), progress=progress,
+                questions=p.get("questions"),
                 say=lambda text: logger.info("Training job %s (%s): %s", job.id, job.source, text))
         except (CliError, SearchError) as exc:
             # Problems the admin can fix (no training data, a bad dataset, the backend): the

@@ -166,6 +166,8 @@ def test_the_command_options_parse_and_the_table_renders():
     assert parse_finetune(["Reranker", "dataset=/d", "--force", "epochs=2", "steps=5"]) == (
         "reranker", {"force": True, "dataset": "/d", "epochs": 2, "max_steps": 5})
     assert parse_finetune(["adapter"]) == ("adapter", {"force": False})
+    assert parse_finetune(["adapter", "dataset=/d", "questions=/d/pseudo.jsonl"]) == (
+        "adapter", {"force": False, "dataset": "/d", "questions": "/d/pseudo.jsonl"})
     assert "don't understand `epochs=x`" in parse_finetune(["adapter", "epochs=x"])
     gate = {"heldout": {"n": 40, "mean": 0.0312, "low": 0.011, "high": 0.052, "passed": True},
             "guard": {"n": 30, "mean": -0.004, "low": -0.03, "high": 0.021, "passed": True},
