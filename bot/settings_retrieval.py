@@ -166,16 +166,20 @@ class FinetuneSettings(BaseModel):
     """`lorebot finetune`: training data, training knobs and the promotion gate."""
 
     min_gain: float = Field(
-        0.005, description="A candidate is promoted only when its validation nDCG@10 beats the "
-        "active model's by at least this much (--force overrides)."
+        0.005, description="Besides a held-out gain beyond noise (its 95% bootstrap interval "
+        "above zero), the mean held-out nDCG@10 gain must be at least this (--force overrides)."
     )
     use_registry: bool = Field(
         True, description="Use the registry's active embedder and adapter, and its reranker "
         "when SEARCH__RERANKER_MODEL is unset; false: base models only."
     )
     val_fraction: float = Field(
-        0.2, gt=0, lt=1, description="Share of the queries held out for validation (split by "
-        "relevant document: no document on both sides)."
+        0.2, gt=0, lt=1, description="Share of the queries split off by relevant document as the "
+        "gate's guard (no document on both sides): does the candidate do no harm on new documents?"
+    )
+    heldout_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of the other queries held out at random (not by "
+        "document) for the gate's main question: new questions about this knowledge base."
     )
     seed: int = Field(13, description="Seed of the split, the shuffling and the initialisation.")
     mine_depth: int = Field(30, ge=1, description="Hybrid hits searched for hard negatives.")
@@ -212,6 +216,10 @@ class FinetuneSettings(BaseModel):
     )
     qa_language: str = Field(
         "the language of the passage", description="Language the questions are written in."
+    )
+    qa_pseudo_kind: Literal["sentence", "title", "both"] = Field(
+        "sentence", description="Without an LLM, `qa generate` asks with a sentence of each "
+        "chunk (for the rest of its passage), its heading or title, or both."
     )
     qa_per_chunk: int = Field(3, ge=1, le=20, description="Questions asked for per chunk.")
     qa_max_chunks: int = Field(200, ge=1, description="Chunks sampled per run (--max-chunks).")

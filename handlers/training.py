@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FINETUNE_USAGE = ("Usage: `/lorebot finetune adapter|reranker|embedder [dataset=DIR] [--force] "
-                  "[epochs=N] [max_steps=N]`: without `dataset=`, trains on the live index with "
-                  "the feedback and generated questions")
+FINETUNE_USAGE = ("Usage: `/lorebot finetune adapter|reranker|embedder [dataset=DIR] "
+                  "[questions=FILE] [--force] [epochs=N] [max_steps=N]`: without `dataset=`, "
+                  "trains on the live index with the feedback and generated questions")
 MODELS_USAGE = ("Usage: `/lorebot models`, `/lorebot models promote ID`, "
                 "`/lorebot models rollback KIND`")
 # Slack clients may turn "--" into an em or en dash.
@@ -48,8 +48,8 @@ def parse_finetune(args: list[str]) -> tuple[str, dict] | str:
         key, eq, value = arg.partition("=")
         if arg.lower() in FORCE:
             params["force"] = True
-        elif eq and key.lower() == "dataset" and value:
-            params["dataset"] = value.strip("<>")
+        elif eq and key.lower() in ("dataset", "questions") and value:
+            params[key.lower()] = value.strip("<>")
         elif eq and key.lower() in ("epochs", "max_steps", "steps") and value.isdigit() \
                 and int(value) > 0:
             params["max_steps" if key.lower() == "steps" else key.lower()] = int(value)

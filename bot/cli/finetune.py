@@ -23,11 +23,15 @@ def add_parser(sub) -> None:
                    help="a BEIR dataset (default: the live index and feedback.jsonl)")
     p.add_argument("--split", default="train", help="qrels split to train and validate on "
                    "(default train; never train on test)")
+    p.add_argument("--questions", type=Path, metavar="FILE",
+                   help="with --dataset: train and gate on these questions (qa.jsonl format, "
+                   "e.g. from `lorebot qa generate --dataset DIR`) instead of the dataset's qrels")
     p.add_argument("--epochs", type=int, metavar="N", help="default: LOREBOT_FINETUNE__*_EPOCHS")
     p.add_argument("--max-steps", type=int, metavar="N", help="stop after N training steps")
     p.add_argument("--force", action="store_true", help="promote even if the gate refuses")
     p.add_argument("--json", action="store_true",
-                   help="print {candidate, kind, before, after, promoted} as JSON")
+                   help="print {candidate, kind, before, after, guard, gate, promoted, "
+                   "training_seconds} as JSON")
     p.set_defaults(handler=run_finetune)
 
     p = sub.add_parser("models", help="fine-tuned models, and which is active per kind")
@@ -43,20 +47,20 @@ async def run_finetune(args, settings: Settings | None = None) -> int:
     from bot.training.finetune import RESULT_KEYS, finetune
 
     settings = settings or Settings()
+    if getattr(args, "questions", None) is not None and args.dataset is None:
+        raise CliError("--questions needs --dataset DIR (the corpus they are about); without a "
+                       "dataset, `lorebot finetune` reads the data dir's qa.jsonl by itself")
     say = None if args.json else (lambda text: print(text, file=sys.stderr))
     result = await finetune(settings, args.kind, dataset=args.dataset, split=args.split,
                             epochs=args.epochs, max_steps=args.max_steps, force=args.force,
-                            say=say)
+                            say=say, questions=getattr(args, "questions", None))
     if args.json:
         print_json({k: result[k] for k in RESULT_KEYS})
     else:
-        before, after = result["before"], result["after"]
-        verdict = ("promoted" + (" (--force)" if not result["gate_passed"] else "")
-                   if result["promoted"] else
-                   f"refused: nDCG@10 gain {result['gain']:+.4f} < {result['min_gain']} "
-                   "(LOREBOT_FINETUNE__MIN_GAIN); --force promotes anyway")
-        print(f"{result['candidate']}: nDCG@10 {before['ndcg@10']:.4f} -> {after['ndcg@10']:.4f} "
-              f"on {result['validation_queries']} validation queries; {verdict}")
+        from bot.jobs.training import gate_table, verdict_text
+
+        print(gate_table(result))
+        print(f"{result['candidate']}: {verdict_text(result)}")
     return EXIT_OK
 
 

@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("qa", help="synthetic question/answer pairs for fine-tuning")
     actions = p.add_subparsers(dest="qa_action", required=True, metavar="ACTION")
     g = actions.add_parser(
-        "generate", help="ask the LLM for questions about sampled chunks; write qa.jsonl",
+        "generate", help="questions about sampled chunks (from the LLM, or pseudo-questions "
+        "without one); write qa.jsonl",
         description="Samples indexed chunks (seeded), asks the configured LLM for questions "
         "each chunk answers, drops trivial, duplicate and unanswerable ones and writes the rest "
         "as JSONL. `lorebot finetune` without --dataset trains on the data dir's qa.jsonl.")
@@ -30,6 +31,14 @@ def add_parser(sub) -> None:
                    help="only chunks of this source (repeatable)")
     g.add_argument("--out", type=Path, metavar="FILE",
                    help="where to write (default DATA_DIR/qa.jsonl, which fine-tuning reads)")
+    g.add_argument("--no-llm", action="store_true",
+                   help="pseudo-questions from the documents themselves, no language model "
+                   "(also what happens when none is configured)")
+    g.add_argument("--kind", choices=("sentence", "title", "both"),
+                   help="with no LLM: a sentence asks for its passage, a heading or title for "
+                   "its section, or both (default LOREBOT_FINETUNE__QA_PSEUDO_KIND)")
+    g.add_argument("--dataset", type=Path, metavar="DIR",
+                   help="sample the index `lorebot eval --dataset DIR` built, not the live one")
     g.add_argument("--json", action="store_true", help="print the counts as JSON")
     g.set_defaults(handler=_qa_generate)
 

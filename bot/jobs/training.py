@@ -37,6 +37,7 @@ def training_runner(settings: Settings) -> RunTraining:
             return await finetune(
                 settings, job.source, dataset=p.get("dataset"), epochs=p.get("epochs"),
                 max_steps=p.get("max_steps"), force=bool(p.get("force")), progress=progress,
+                questions=p.get("questions"),
                 say=lambda text: logger.info("Training job %s (%s): %s", job.id, job.source, text))
         except (CliError, SearchError) as exc:
             # Problems the admin can fix (no training data, a bad dataset, the backend): the
@@ -86,34 +87,72 @@ def _phase_text(job: Job) -> str:
     return f"{job.phase} {count}"
 
 
+def verdict_text(result: dict) -> str:
+    """Promoted, forced or refused, and which of the gate's two questions decided it."""
+    gate = result.get("gate") or {}
+    h, g = gate.get("heldout") or {}, gate.get("guard") or {}
+    if not h or not g:
+        return "promoted" if result.get("promoted") else "refused"
+    why = []
+    if not h.get("passed"):
+        why.append(f"the held-out gain's 95% interval [{h['low']:+.4f}, {h['high']:+.4f}] is not "
+                   f"above zero" if h["low"] <= 0 else
+                   f"the held-out gain {h['mean']:+.4f} < {result.get('min_gain')} "
+                   "(LOREBOT_FINETUNE__MIN_GAIN)")
+    if not g.get("passed"):
+        why.append(f"the guard loses beyond its noise (95% interval [{g['low']:+.4f}, "
+                   f"{g['high']:+.4f}] below zero)")
+    if result.get("gate_passed"):
+        return "promoted by the gate"
+    if result.get("promoted"):
+        return "promoted with --force; the gate refused it: " + "; ".join(why)
+    return "refused: " + "; ".join(why)
+
+
+def gate_table(result: dict) -> str:
+    """The before/after table: both question sets, their metrics, and the paired test's interval
+    on nDCG@10 with each question's verdict."""
+    gate = result.get("gate") or {}
+    guard = result.get("guard") or {}
+    sets = [("held-out", result.get("before") or {}, result.get("after") or {},
+             gate.get("heldout") or {}, "gains", "no gain"),
+            ("guard", guard.get("before") or {}, guard.get("after") or {},
+             gate.get("guard") or {}, "no harm", "harm")]
+    lines = [f"{'questions':<9} {'metric':<8} {'active':>8} {'candidate':>10} {'change':>8}"]
+    for name, before, after, test, yes, no in sets:
+        for key, label in TABLE_ROWS:
+            b, a = before.get(key), after.get(key)
+            if b is None or a is None:
+                continue
+            lines.append(f"{name:<9} {label:<8} {b:>8.4f} {a:>10.4f} {a - b:>+8.4f}")
+            name = ""
+        if test:
+            lines.append(f"{'':<9} 95% interval of the nDCG@10 change over {test['n']} queries: "
+                         f"[{test['low']:+.4f}, {test['high']:+.4f}]: "
+                         f"{yes if test['passed'] else no}")
+    return "\n".join(lines)
+
+
 def result_text(result: dict, *, requested: str = "") -> str:
     """The verdict (promoted, forced or refused, and why) and the before/after table."""
     kind, cid = result.get("kind", "?"), result.get("candidate", "?")
-    gain, min_gain = result.get("gain", 0.0), result.get("min_gain", 0.0)
-    why = f"nDCG@10 gain {gain:+.4f} {'≥' if result.get('gate_passed') else '<'} {min_gain} " \
-          "(LOREBOT_FINETUNE__MIN_GAIN)"
+    verdict = verdict_text(result)
     if result.get("promoted"):
-        how = "promoted" if result.get("gate_passed") else "promoted with --force"
         # Running bots and workers follow the registry (bot.runtime.reload); commands start fresh.
         after = ("The index now holds its vectors, and running bots and workers switch to it "
                  "with their next search or reindex." if kind == "embedder" else
                  "Running bots use it from their next question"
                  + (" (unless LOREBOT_SEARCH__RERANKER_MODEL names another reranker)."
                     if kind == "reranker" else "."))
-        head = f":white_check_mark: Fine-tuned the *{kind}*: `{cid}` {how}: {why}. {after}"
+        head = f":white_check_mark: Fine-tuned the *{kind}*: `{cid}` {verdict}. {after}"
     else:
-        head = (f":no_entry_sign: Fine-tuned the *{kind}*: `{cid}` refused: {why}. The active "
+        head = (f":no_entry_sign: Fine-tuned the *{kind}*: `{cid}` {verdict}. The active "
                 f"model stays; `/lorebot models promote {cid}` promotes it anyway.")
     before, after_ = result.get("before") or {}, result.get("after") or {}
-    lines = [f"{'metric':<8} {'active':>8} {'candidate':>10} {'change':>8}"]
-    for key, label in TABLE_ROWS:
-        b, a = before.get(key), after_.get(key)
-        if b is None or a is None:
-            continue
-        lines.append(f"{label:<8} {b:>8.4f} {a:>10.4f} {a - b:>+8.4f}")
     modes = (before.get("mode"), after_.get("mode"))
     mode = (f", {modes[0]} retrieval" if modes[0] == modes[1] else
             f", active {modes[0]} vs candidate {modes[1]} retrieval") if any(modes) else ""
-    where = (f"Validation on {result.get('validation_queries', '?')} held-out queries{mode}"
-             f"{requested}.")
-    return "\n".join([head, where, "```", *lines, "```"])
+    where = (f"Validation on {result.get('validation_queries', '?')} held-out questions (drawn "
+             f"at random) and {result.get('guard_queries', '?')} guard questions (about documents "
+             f"no training question is about){mode}{requested}.")
+    return "\n".join([head, where, "```", gate_table(result), "```"])

@@ -124,7 +124,24 @@ def active_models(
             adapter_dir = registry.path(adapter.id)
         if not reranker and (reranker_dir := registry.active_path("reranker")):
             reranker = str(reranker_dir)
+    if reranker and _keeps_fused_order(reranker):
+        # Blend 0 leaves the fused order as it is: running the model (~380 ms a search on
+        # SciFact) would change nothing but the scores, so searches go without it (hybrid mode,
+        # the cosine evidence threshold).
+        log.info("not running reranker %s: its blend is 0, it keeps the fused order", reranker)
+        reranker = None
     return ActiveModels(model, adapter_dir, reranker)
+
+
+def _keeps_fused_order(reranker: str) -> bool:
+    """Whether ``reranker`` is a lorebot-trained model whose saved blend is 0."""
+    from search import rerank_model
+
+    try:
+        return (rerank_model.is_segment_reranker(reranker)
+                and float(rerank_model.load_config(reranker).get("blend", 1.0)) == 0.0)
+    except (OSError, ValueError):  # unreadable: loading it says what is wrong
+        return False
 
 
 def new_embedder(settings: Settings, model: str):

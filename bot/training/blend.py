@@ -3,15 +3,18 @@ validation queries without letting the gate judge on what it fitted.
 
 A reranker trained on a few hundred queries knows something the first stage does not, but not
 everything the first stage knows; how much to trust it is measured, not assumed. It is measured on
-the validation queries because they are the only ones no model has trained on: an embedder or
-adapter trained on the same training queries makes the first stage look near-perfect on any of
-them (held-out training queries gave the fused order 0.875 nDCG@10 on SciFact, against 0.655 on
-validation), which would always pick blend 0.
+the gate's held-out questions (bot.training.gate.gate_reranker), which no model of the stack
+trained on: every model trained on the same data holds out the same ones
+(search.finetune.data.split_for_gate). Training queries would not do: an embedder or adapter
+trained on them makes the first stage look near-perfect there (held-out training queries gave
+the fused order 0.875 nDCG@10 on SciFact, against 0.655 on validation), which would always pick
+blend 0.
 
-So that the gate does not grade its own fitting, its figure is cross-fitted: the validation
-queries are split in two halves by relevant document; each half is ranked with the blend that
-does best on the other half; the gate's metrics are the mean over both halves. The blend saved
-with the model is the best on all validation queries (the smaller weight on a tie).
+So that the gate does not grade its own fitting, its figure is cross-fitted: the held-out
+questions are split in two random halves; each half is ranked with the blend that does best on
+the other half (the guard with the blend best on all of them). The blend saved with the model is
+the best on all held-out questions (the smaller weight on a tie). :func:`cross_fitted` does the
+same over any two halves.
 """
 
 from __future__ import annotations

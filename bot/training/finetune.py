@@ -1,10 +1,14 @@
 """`lorebot finetune` and `lorebot models`: train a candidate, gate it on validation, promote.
 
-The gate: candidate and active model are evaluated on the same validation queries (hit@1/5/10,
-MRR@10, nDCG@10); the candidate is promoted only when its nDCG@10 beats the active one's by
-LOREBOT_FINETUNE__MIN_GAIN, or with --force. Training data comes from a BEIR dataset's train split
-(--dataset) or from the live index and feedback.jsonl; validation queries are split off by
-relevant document, so no document is seen on both sides.
+The gate asks two questions, on queries no model of the stack trained on
+(search.finetune.data.split_for_gate), each a paired bootstrap on per-query nDCG@10
+(search.finetune.significance): (a) held-out questions, a seeded random share of the judged
+queries: does the candidate answer new questions about this knowledge base better, the 95%
+interval of the gain above zero (and the mean gain at least LOREBOT_FINETUNE__MIN_GAIN)? (b) the
+guard, queries about documents no other query is about: does it lose no more than the guard's
+own noise (the interval's upper bound at or above zero)? Promotion needs both, or --force.
+Training data comes from a BEIR dataset's train split (--dataset) or from the live index,
+feedback.jsonl and qa.jsonl.
 
 An embedder changes every vector: its gate ranks a re-embedded copy of the index, and promoting
 or rolling it back re-embeds the index in one transaction (bot.training.promotion).
@@ -26,11 +30,13 @@ from bot.training.gate import (
     gate_eval,
     gate_reranker,
     vector_lookup,
+    verdict,
 )
 from bot.training.progress import report as _report, run_training, say as _say, with_progress
 
 # What `lorebot finetune --json` prints: finetune()'s result has a few more keys for Slack.
-RESULT_KEYS = ("candidate", "kind", "before", "after", "promoted")
+RESULT_KEYS = ("candidate", "kind", "before", "after", "guard", "gate", "promoted",
+               "training_seconds")
 
 Progress = Callable[[str, int, "int | None"], None]
 
@@ -46,6 +52,7 @@ class _Run:
     epochs: int | None = None
     max_steps: int | None = None
     force: bool = False
+    questions: Path | None = None  # qa.jsonl-format questions instead of the dataset's qrels
     progress: Progress | None = None  # (phase, done, total)
     say: Callable[[str], None] | None = None
 
@@ -53,7 +60,8 @@ class _Run:
 async def finetune(settings: Settings, kind: str, *, dataset: str | Path | None = None,
                    split: str = "train", epochs: int | None = None, max_steps: int | None = None,
                    force: bool = False, progress: Progress | None = None,
-                   say: Callable[[str], None] | None = None) -> dict:
+                   say: Callable[[str], None] | None = None,
+                   questions: str | Path | None = None) -> dict:
     """Train a candidate of ``kind`` (embedder, adapter, reranker), gate it, promote it if it
     wins (or ``force``). Returns {candidate, kind, before, after, promoted} plus the gate's
     figures: gain (nDCG@10), min_gain, gate_passed, validation_queries. Raises CliError with
@@ -66,7 +74,7 @@ async def finetune(settings: Settings, kind: str, *, dataset: str | Path | None 
     from bot.runtime.services import build_services
 
     args = _Run(kind, Path(dataset) if dataset is not None else None, split, epochs, max_steps,
-                force, progress, say)
+                force, Path(questions) if questions is not None else None, progress, say)
     f = settings.finetune
     if args.kind == "embedder":  # before any work: a promotion could not be carried out
         from bot.training.promotion import check_embedder_backend
@@ -81,37 +89,46 @@ async def finetune(settings: Settings, kind: str, *, dataset: str | Path | None 
 
             _report(args, "indexing dataset", 0, None)
             await _index_corpus(services, data["beir"])
-        from search.finetune.data import split_by_document
+        from search.finetune.data import split_for_gate
 
-        split_ = split_by_document(data["qrels"], val_fraction=f.val_fraction, seed=f.seed)
+        split_ = split_for_gate(data["qrels"], guard_fraction=f.val_fraction,
+                                heldout_fraction=f.heldout_fraction, seed=f.seed)
         train_q = split_.train[: f.max_train_queries] if f.max_train_queries else split_.train
-        val_q = (split_.validation[: f.max_val_queries] if f.max_val_queries
-                 else split_.validation)
-        if not train_q or not val_q:
+        cap = f.max_val_queries
+        sets = {"heldout": split_.heldout[:cap] if cap else split_.heldout,
+                "guard": split_.guard[:cap] if cap else split_.guard}
+        if not train_q or not sets["heldout"] or not sets["guard"]:
             raise CliError(f"too few judged queries to split ({len(split_.train)} train, "
-                           f"{len(split_.validation)} validation); add feedback or use --dataset")
-        _say(args, f"{len(train_q)} training and {len(val_q)} validation queries, "
-             f"{len(split_.train_docs)} and {len(split_.val_docs)} relevant documents, disjoint")
+                           f"{len(split_.heldout)} held-out, {len(split_.guard)} guard); "
+                           "add feedback, run `lorebot qa generate`, or use --dataset")
+        _say(args, f"{len(train_q)} training queries; the gate: {len(sets['heldout'])} held-out "
+             f"queries (drawn at random) and {len(sets['guard'])} guard queries (about "
+             f"{len(split_.guard_docs)} documents no other query is about)")
         examples = await _mine(args, services, data, train_q, settings)
         candidate, trained = await _train(args, settings, registry, services, examples)
-        before = await gate_eval(args, services.retriever, data, val_q, "active")
+        before = await gate_eval(args, services.retriever, data, sets, "active")
         blend = None
         try:
             if candidate.kind == "reranker":
-                after, blend = await gate_reranker(args, settings, services, data, val_q,
+                after, blend = await gate_reranker(args, settings, services, data, sets,
                                                     registry.path(candidate.id))
             else:
-                after = await gate_eval(args, trained, data, val_q, "candidate")
+                after = await gate_eval(args, trained, data, sets, "candidate")
         finally:
             if trained.index is not services.index:  # the embedder's candidate index
                 await trained.index.close()
         gate_index = getattr(services.index, "path", None)
-    gain = after["ndcg@10"] - before["ndcg@10"]
-    passed = gain >= f.min_gain
+    gate = verdict(before, after, min_gain=f.min_gain, seed=f.seed)
+    gain, passed = gate["heldout"]["mean"], gate["passed"]
     promoted = passed or args.force
-    registry.update_metrics(candidate.id, {"validation": {"before": before, "after": after},
+    _say(args, gate_text(gate))
+    figures = {"before": before["heldout"]["metrics"], "after": after["heldout"]["metrics"],
+               "guard": {"before": before["guard"]["metrics"],
+                         "after": after["guard"]["metrics"]}}
+    registry.update_metrics(candidate.id, {"validation": figures, "gate": gate,
                                            "gain_ndcg@10": gain, "gate_passed": passed,
-                                           "validation_queries": len(val_q),
+                                           "validation_queries": len(sets["heldout"]),
+                                           "guard_queries": len(sets["guard"]),
                                            **({"blend": blend} if blend else {})})
     if promoted and candidate.kind == "embedder":
         from bot.training.promotion import promote_embedder
@@ -122,9 +139,22 @@ async def finetune(settings: Settings, kind: str, *, dataset: str | Path | None 
                                say=lambda text: _say(args, text))
     elif promoted:
         registry.promote(candidate.id)
-    return {"candidate": candidate.id, "kind": candidate.kind, "before": before,
-            "after": after, "promoted": promoted, "gain": round(gain, 4),
-            "min_gain": f.min_gain, "gate_passed": passed, "validation_queries": len(val_q)}
+    return {"candidate": candidate.id, "kind": candidate.kind, **figures, "gate": gate,
+            "promoted": promoted, "gain": round(gain, 4), "min_gain": f.min_gain,
+            "gate_passed": passed, "validation_queries": len(sets["heldout"]),
+            "guard_queries": len(sets["guard"]), "training_seconds": candidate.training_seconds,
+            **({"blend": blend["blend"]} if blend else {})}
+
+
+def gate_text(gate: dict) -> str:
+    """The gate's two verdicts in one line each (the CLI and Slack both show them)."""
+    h, g = gate["heldout"], gate["guard"]
+    return (f"held-out questions: nDCG@10 {h['mean']:+.4f}, 95% interval [{h['low']:+.4f}, "
+            f"{h['high']:+.4f}] over {h['n']} queries: "
+            f"{'gains' if h['passed'] else 'no gain beyond noise'}\n"
+            f"guard (new documents): nDCG@10 {g['mean']:+.4f}, 95% interval [{g['low']:+.4f}, "
+            f"{g['high']:+.4f}] over {g['n']} queries: "
+            f"{'no harm beyond noise' if g['passed'] else 'worse beyond noise'}")
 
 
 def _training_data(args, settings: Settings) -> dict:
@@ -139,8 +169,11 @@ def _training_data(args, settings: Settings) -> dict:
 
         index_path = settings.data_dir / "eval" / f"{_safe(beir.name)}.sqlite3"
         index_path.parent.mkdir(parents=True, exist_ok=True)
-        return {"beir": beir, "index_path": index_path, "queries": beir.queries,
-                "qrels": beir.qrels, "key": lambda h: h.doc_id, "negatives": {},
+        queries, qrels = beir.queries, beir.qrels
+        if args.questions is not None:  # e.g. `qa generate --dataset DIR`: the corpus alone
+            queries, qrels = _question_file(args.questions)
+        return {"beir": beir, "index_path": index_path, "queries": queries,
+                "qrels": qrels, "key": lambda h: h.doc_id, "negatives": {},
                 "corpus_path": Path(args.dataset) / "corpus.jsonl"}
     from bot.training.qa import training_pairs
     from search.finetune.data import hit_key
@@ -153,6 +186,23 @@ def _training_data(args, settings: Settings) -> dict:
     qrels = {q: {k: 1 for k in keys} for q, keys in pairs.positives.items() if keys}
     return {"beir": None, "index_path": None, "queries": pairs.queries, "qrels": qrels,
             "key": hit_key, "negatives": pairs.negatives, "pairs": pairs}
+
+
+def _question_file(path: Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """Queries and qrels (by document id) from a qa.jsonl-format file."""
+    from bot.training.qa import read_qa
+
+    if not path.is_file():
+        raise CliError(f"--questions {path}: no such file; write one with `lorebot qa generate "
+                       "--dataset DIR --out FILE`")
+    queries, qrels = {}, {}
+    for rec in read_qa(path):
+        if rec.get("question") and rec.get("doc_id"):
+            queries[rec["id"]] = rec["question"]
+            qrels.setdefault(rec["id"], {})[str(rec["doc_id"])] = 1
+    if not queries:
+        raise CliError(f"--questions {path}: no question with a doc_id in it")
+    return queries, qrels
 
 
 async def _mine(args, services, data, train_q, settings):

@@ -70,11 +70,14 @@ async def vector_lookup(services, embedder, examples):
     return lambda wanted: {c: table[c] for c in wanted if c in table}
 
 
-async def gate_eval(args, retriever, data, val_q, label) -> dict:
+async def gate_eval(args, retriever, data, sets: dict[str, list[str]], label) -> dict:
+    """Each question set's metrics and per-query nDCG@10, from one evaluation of all of them:
+    {set name: {"metrics": {...}, "ndcg": {qid: nDCG@10}}}."""
     from search.evaluation import evaluate
 
-    queries = {q: data["queries"][q] for q in val_q}
-    qrels = {q: data["qrels"][q] for q in val_q}
+    every = [q for qids in sets.values() for q in qids]
+    queries = {q: data["queries"][q] for q in every}
+    qrels = {q: data["qrels"][q] for q in every}
     mode = retriever.default_mode
     sources = _sources(args, data)
     result = await with_progress(args, f"validating {label}", f"validating {label} ({mode})",
@@ -83,8 +86,29 @@ async def gate_eval(args, retriever, data, val_q, label) -> dict:
                                                    fetch_k=GATE_FETCH, key=data["key"],
                                                    sources=sources,
                                                    progress=lambda m, d, t: tick(d, t)))
-    scores = result.results[mode]
-    return {"mode": mode, **{m: round(scores[m], 4) for m in GATE_METRICS}}
+    per_query = result.per_query[mode]
+    return {name: _summary(mode, [per_query[q] for q in qids], qids)
+            for name, qids in sets.items()}
+
+
+def _summary(mode: str, rows: list[dict], qids: list[str]) -> dict:
+    metrics = {m: round(sum(r[m] for r in rows) / max(len(rows), 1), 4) for m in GATE_METRICS}
+    return {"metrics": {"mode": mode, **metrics},
+            "ndcg": {q: r["ndcg@10"] for q, r in zip(qids, rows)}}
+
+
+def verdict(before: dict, after: dict, *, min_gain: float, seed: int) -> dict:
+    """The gate's two questions, each a paired bootstrap on per-query nDCG@10
+    (search.finetune.significance): the held-out questions must gain beyond noise, the
+    document-disjoint guard must lose no more than its noise."""
+    from search.finetune.significance import gains, no_harm, paired
+
+    held = paired(before["heldout"]["ndcg"], after["heldout"]["ndcg"], seed=seed)
+    guard = paired(before["guard"]["ndcg"], after["guard"]["ndcg"], seed=seed)
+    out = {"heldout": {**held.as_dict(), "passed": gains(held, min_gain)},
+           "guard": {**guard.as_dict(), "passed": no_harm(guard)}}
+    out["passed"] = out["heldout"]["passed"] and out["guard"]["passed"]
+    return out
 
 
 def _sources(args, data) -> list[str] | None:
@@ -96,16 +120,30 @@ def _sources(args, data) -> list[str] | None:
     return [_corpus_source(data["beir"].name)]
 
 
-async def gate_reranker(args, settings, services, data, val_q, model_dir: Path):
-    """The candidate reranker's validation metrics, cross-fitted over its blend
-    (bot.training.blend), and the blend saved with it: (metrics, blend figures)."""
-    from bot.runtime.factories import new_reranker, new_retriever
-    from bot.training.blend import BLENDS, best_blend, cross_fitted, per_blend_metrics
-    from search import rerank_model
-    from search.finetune.data import split_by_document
+def random_halves(qids: list[str], seed: int) -> tuple[list[str], list[str]]:
+    """Two halves of ``qids`` by a seeded hash (the held-out queries are not split by document,
+    so neither are their halves)."""
+    import hashlib
 
-    queries = {q: data["queries"][q] for q in val_q}
-    qrels = {q: data["qrels"][q] for q in val_q}
+    order = sorted(qids, key=lambda q: hashlib.sha256(f"{seed}:half:{q}".encode()).hexdigest())
+    first = set(order[: len(order) // 2])
+    return [q for q in qids if q in first], [q for q in qids if q not in first]
+
+
+async def gate_reranker(args, settings, services, data, sets: dict[str, list[str]],
+                        model_dir: Path):
+    """The candidate reranker's gate figures (as :func:`gate_eval`) and the blend saved with it.
+
+    The blend is fitted on the held-out questions; their own figure is cross-fitted (each random
+    half ranked with the blend best on the other half), and the guard is ranked with the blend
+    best on all held-out questions, so no figure grades the fitting it came from."""
+    from bot.runtime.factories import new_reranker, new_retriever
+    from bot.training.blend import BLENDS, best_blend, per_blend_metrics
+    from search import rerank_model
+
+    every = [q for qids in sets.values() for q in qids]
+    queries = {q: data["queries"][q] for q in every}
+    qrels = {q: data["qrels"][q] for q in every}
     per_blend = await with_progress(
         args, "validating candidate", "validating candidate (rerank, every blend)", len(queries),
         lambda tick: per_blend_metrics(
@@ -113,18 +151,22 @@ async def gate_reranker(args, settings, services, data, val_q, model_dir: Path):
                                            reranker, default_mode="rerank"),
             new_reranker(settings, str(model_dir)), queries, qrels, key=data["key"],
             sources=_sources(args, data), fetch_k=GATE_FETCH, progress=tick))
-    judged = list(per_blend[BLENDS[0]])
-    halves = split_by_document({q: qrels[q] for q in judged}, val_fraction=0.5,
-                               seed=settings.finetune.seed)
-    after, half_blends = cross_fitted(per_blend, (halves.train, halves.validation),
-                                      GATE_METRICS)
-    blend = best_blend(per_blend, judged)
+    held = [q for q in sets["heldout"] if q in per_blend[BLENDS[0]]]
+    half_a, half_b = random_halves(held, settings.finetune.seed)
+    blend_a = best_blend(per_blend, half_b or half_a)
+    blend_b = best_blend(per_blend, half_a or half_b)
+    blend = best_blend(per_blend, held)
     rerank_model.set_blend(model_dir, blend)
-    by_blend = {f"{b:.1f}": round(sum(per_blend[b][q]["ndcg@10"] for q in judged)
-                                  / len(judged), 4) for b in BLENDS}
-    say(args, f"blend {blend:.1f} (validation nDCG@10 by blend: fused order "
+    chosen = {**{q: blend_a for q in half_a}, **{q: blend_b for q in half_b}}
+    out = {"heldout": _summary("rerank", [per_blend[chosen[q]][q] for q in held], held)}
+    guard = [q for q in sets["guard"] if q in per_blend[blend]]
+    out["guard"] = _summary("rerank", [per_blend[blend][q] for q in guard], guard)
+    by_blend = {f"{b:.1f}": round(sum(per_blend[b][q]["ndcg@10"] for q in held)
+                                  / max(len(held), 1), 4) for b in BLENDS}
+    say(args, f"blend {blend:.1f} (held-out nDCG@10 by blend: fused order "
          f"{by_blend['0.0']:.4f}, reranker alone {by_blend['1.0']:.4f}, "
-         f"{by_blend[f'{blend:.1f}']:.4f} at {blend:.1f}); the gate's figure is cross-fitted "
-         f"(halves ranked with blends {half_blends[0]:.1f} and {half_blends[1]:.1f})")
-    return ({"mode": "rerank", **{m: round(after[m], 4) for m in GATE_METRICS}},
-            {"blend": blend, "half_blends": list(half_blends), "ndcg@10_by_blend": by_blend})
+         f"{by_blend[f'{blend:.1f}']:.4f} at {blend:.1f}); the gate's held-out figure is "
+         f"cross-fitted (random halves ranked with blends {blend_a:.1f} and {blend_b:.1f}), the "
+         f"guard is ranked at {blend:.1f}")
+    return out, {"blend": blend, "half_blends": [blend_a, blend_b],
+                 "ndcg@10_by_blend": by_blend}

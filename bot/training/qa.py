@@ -74,28 +74,24 @@ def passage_language(text: str) -> str | None:
 async def run_qa_generate(args, settings: Settings | None = None) -> int:
     from bot.answer.llm import LLMRequestError, LLMUnavailableError
     from search.finetune.qa import QAFilter, parse_reply, qa_id
-    from search.index.chunk_reader import chunk_ids, read_chunks
-
     settings = settings or Settings()
     f = settings.finetune
     per_chunk = args.per_chunk or f.qa_per_chunk
     max_chunks = args.max_chunks or f.qa_max_chunks
     out = args.out or settings.data_dir / QA_FILE
-    if settings.search.backend != "sqlite":
+    index_path = settings.index_path
+    if getattr(args, "dataset", None) is not None:  # the dataset's own index (`lorebot eval`)
+        from bot.training.evaluation import _safe
+
+        index_path = settings.data_dir / "eval" / f"{_safe(Path(args.dataset).name)}.sqlite3"
+    elif settings.search.backend != "sqlite":
         raise CliError("qa generate reads chunks from the embedded SQLite index; it cannot read "
                        "an OpenSearch index yet (LOREBOT_SEARCH__BACKEND=opensearch)")
-    llm = _build_llm(settings)
+    llm = None if getattr(args, "no_llm", False) else _build_llm(settings)
+    if llm is None:
+        return await _generate_pseudo(args, settings, index_path, out, max_chunks)
     try:
-        ids = await asyncio.to_thread(chunk_ids, settings.index_path, sources=args.source,
-                                      min_chars=MIN_CHUNK_CHARS)
-        if not ids:
-            where = f"source {', '.join(args.source)}" if args.source else "the index"
-            raise CliError(f"no chunks of at least {MIN_CHUNK_CHARS} characters in {where}; "
-                           "`lorebot sources` lists what is indexed")
-        # Seeded: the same index and settings sample the same chunks, so runs are comparable.
-        sample = random.Random(f.seed).sample(ids, min(max_chunks, len(ids)))
-        found = await asyncio.to_thread(read_chunks, settings.index_path, sample)
-        chunks = [found[c] for c in sample if c in found]
+        chunks = await _sample_chunks(args, settings, index_path, max_chunks)
         prompt = f.qa_prompt or QA_PROMPT
         limit = asyncio.Semaphore(f.qa_concurrency)
         failed = 0
@@ -176,17 +172,53 @@ async def run_qa_generate(args, settings: Settings | None = None) -> int:
     return EXIT_OK
 
 
+async def _sample_chunks(args, settings: Settings, index_path: Path, max_chunks: int):
+    from search.index.chunk_reader import chunk_ids, read_chunks
+
+    ids = await asyncio.to_thread(chunk_ids, index_path, sources=args.source,
+                                  min_chars=MIN_CHUNK_CHARS)
+    if not ids:
+        where = f"source {', '.join(args.source)}" if args.source else "the index"
+        raise CliError(f"no chunks of at least {MIN_CHUNK_CHARS} characters in {where}; "
+                       "`lorebot sources` lists what is indexed")
+    # Seeded: the same index and settings sample the same chunks, so runs are comparable.
+    sample = random.Random(settings.finetune.seed).sample(ids, min(max_chunks, len(ids)))
+    found = await asyncio.to_thread(read_chunks, index_path, sample)
+    return [found[c] for c in sample if c in found]
+
+
+async def _generate_pseudo(args, settings: Settings, index_path: Path, out: Path,
+                           max_chunks: int) -> int:
+    """No language model (none configured, or --no-llm): pseudo-questions from the documents
+    themselves (search.finetune.pseudo), written to the same file in the same format."""
+    from search.finetune.pseudo import by_kind, pseudo_questions
+
+    if not getattr(args, "no_llm", False):
+        print("lorebot: no language model configured (LOREBOT_LLM__MODEL): writing "
+              "pseudo-questions from the documents themselves instead (--no-llm says so "
+              "explicitly)", file=sys.stderr)
+    f = settings.finetune
+    kind = getattr(args, "kind", None) or f.qa_pseudo_kind
+    chunks = await _sample_chunks(args, settings, index_path, max_chunks)
+    records = pseudo_questions(chunks, kind=kind, seed=f.seed, per_chunk=args.per_chunk or 1)
+    await asyncio.to_thread(write_jsonl, out, records)
+    summary = {"out": str(out), "chunks": len(chunks), "kept": len(records),
+               "pseudo": by_kind(records)}
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"wrote {len(records)} pseudo-questions ({kind}) from {len(chunks)} chunks -> {out}")
+    return EXIT_OK
+
+
 def _build_llm(settings: Settings):
+    """The configured LLM; None when none is configured."""
     from bot.answer.llm import LLMConfigError, build_llm
 
     try:
-        llm = build_llm(settings.llm)
+        return build_llm(settings.llm)
     except LLMConfigError as exc:
         raise CliError(str(exc)) from exc
-    if llm is None:
-        raise CliError("qa generate needs a language model: set LOREBOT_LLM__MODEL and "
-                       "LOREBOT_LLM__API_KEY (or LOREBOT_LLM__BASE_URL for a local server)")
-    return llm
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:

@@ -95,6 +95,39 @@ def split_by_document(
     )
 
 
+@dataclass(frozen=True)
+class GateSplit:
+    """The gate's two questions and what is left to train on.
+
+    ``guard``: queries about documents no other query here is about (:func:`split_by_document`):
+    does the candidate do no harm on new documents? ``heldout``: a seeded random share of the
+    rest, not split by document: new questions about the same knowledge base, the way a team
+    keeps asking. ``train``: everything else. The split depends only on the judged queries and
+    the seed, so every model of a stack trained on the same data holds out the same queries.
+    """
+
+    train: list[str]
+    heldout: list[str]
+    guard: list[str]
+    guard_docs: frozenset[str] = frozenset()
+
+
+def split_for_gate(
+    qrels: Mapping[str, Mapping[str, float]], *, guard_fraction: float = 0.2,
+    heldout_fraction: float = 0.2, seed: int = 13,
+) -> GateSplit:
+    """``guard_fraction`` of the judged queries split off by document, then ``heldout_fraction``
+    of the rest drawn at random (a seeded hash of the query id orders them)."""
+    if not 0 < heldout_fraction < 1:
+        raise ValueError(f"heldout_fraction must be in (0, 1), not {heldout_fraction}")
+    by_doc = split_by_document(qrels, val_fraction=guard_fraction, seed=seed)
+    rest = by_doc.train
+    drawn = set(sorted(rest, key=lambda q: hashlib.sha256(f"{seed}:h:{q}".encode()).hexdigest())
+                [: round(len(rest) * heldout_fraction)])
+    return GateSplit([q for q in rest if q not in drawn], [q for q in rest if q in drawn],
+                     by_doc.validation, by_doc.val_docs)
+
+
 Search = Callable[[str], Awaitable[list[Hit]]]
 
 

@@ -169,11 +169,38 @@ def test_finetune_without_any_pairs_says_what_to_do(data_dir: Path):
     assert "lorebot qa generate" in str(info.value) and "--dataset" in str(info.value)
 
 
-def test_generate_without_llm_fails_clearly(indexed, data_dir: Path, capsys):
-    code, out, err = run(capsys, "qa", "generate")
-    assert code == 2 and not out
-    assert "needs a language model" in err and "LOREBOT_LLM__MODEL" in err
-    assert not (data_dir / "qa.jsonl").exists()
+def test_generate_without_llm_writes_pseudo_questions_that_feed_finetune(
+        indexed, data_dir: Path, capsys):
+    """No LLM configured: a sentence of each chunk becomes a question for its document, in the
+    same qa.jsonl format, and `lorebot finetune` trains on them as on generated questions."""
+    from tests.support.qa_corpus import DOCS
+
+    code, out, err = run(capsys, "qa", "generate", "--json")
+    assert code == 0, err
+    assert "no language model configured" in err and "pseudo-questions" in err
+    assert json.loads(out)["pseudo"] == {"sentence": 4}
+    records = read_jsonl(data_dir / "qa.jsonl")
+    assert len(records) == 4 and {r["how"] for r in records} == {"sentence"}
+    for rec in records:
+        doc = DOCS[Path(rec["path"]).name]
+        assert rec["question"] in " ".join(doc.split()) and len(rec["question"].split()) >= 6
+    data = _training_data(argparse.Namespace(dataset=None), Settings())
+    assert set(data["queries"].values()) == {r["question"] for r in records}
+    assert all(next(iter(data["qrels"][q])) == r["path"]
+               for q, r in zip(data["queries"], records))
+
+    code, out, err = run(capsys, "qa", "generate", "--kind", "title", "--json")
+    assert code == 0, err
+    titles = {r["question"] for r in read_jsonl(data_dir / "qa.jsonl")}
+    assert titles == {"VPN access", "Security keys", "Travel policy"}  # "Holidays": one word
+
+
+def test_no_llm_asks_no_model_even_when_one_is_configured(llm_server: FakeOpenAI, indexed,
+                                                          data_dir: Path, capsys):
+    code, out, err = run(capsys, "qa", "generate", "--no-llm")
+    assert code == 0, err
+    assert llm_server.request_count == 0 and "no language model configured" not in err
+    assert "wrote 4 pseudo-questions (sentence) from 4 chunks" in out
 
 
 def test_refused_request_stops_the_run_without_leaking_the_key(

@@ -25,9 +25,11 @@ from tests.support.valkey import redis_url, valkey_server  # noqa: F401 - fixtur
 
 @pytest.fixture
 async def trainer(data_dir, redis_url, monkeypatch):  # noqa: F811
-    # Half the tiny dataset's 8 queries are held out, so the gate has something to rank; no
-    # candidate can gain 2 in nDCG@10, so the gate refuses and only --force promotes.
+    # Half the tiny dataset's 8 queries are the guard and half the rest held out, so the gate
+    # has something to rank; no candidate can gain 2 in nDCG@10, so the gate refuses and only
+    # --force promotes.
     monkeypatch.setenv("LOREBOT_FINETUNE__VAL_FRACTION", "0.5")
+    monkeypatch.setenv("LOREBOT_FINETUNE__HELDOUT_FRACTION", "0.5")
     monkeypatch.setenv("LOREBOT_FINETUNE__MIN_GAIN", "2")
     async with admin_bot(data_dir, redis_url) as h:
         yield h
@@ -66,12 +68,17 @@ async def test_an_admin_trains_from_slack_and_gets_the_table_refused_then_forced
                                                   "validating the", "indexing the dataset"))
     text = message.text
     assert ":no_entry_sign: Fine-tuned the *adapter*" in text and "refused" in text
-    assert "< 2.0 (LOREBOT_FINETUNE__MIN_GAIN)" in text
-    assert "Validation on 4 held-out queries" in text and f"<@{ADMIN}>" in text
+    assert "refused: the held-out gain" in text
+    assert "Validation on 2 held-out questions (drawn at random) and 4 guard questions" in text
+    assert f"<@{ADMIN}>" in text
     table = text.split("```")[1].strip().splitlines()
-    assert table[0].split() == ["metric", "active", "candidate", "change"]
-    assert [row.split()[0] for row in table[1:]] == ["nDCG@10", "MRR@10", "hit@1", "hit@5",
-                                                      "hit@10"]
+    assert table[0].split() == ["questions", "metric", "active", "candidate", "change"]
+    metrics = ["nDCG@10", "MRR@10", "hit@1", "hit@5", "hit@10"]
+    assert table[1].split()[:2] == ["held-out", "nDCG@10"]
+    assert [row.split()[0] for row in table[2:6]] == metrics[1:]
+    assert "95% interval of the nDCG@10 change over 2 queries" in table[6]
+    assert table[7].split()[:2] == ["guard", "nDCG@10"]
+    assert "95% interval of the nDCG@10 change over 4 queries" in table[12]
     registry = model_registry(h.settings)
     (cand,) = registry.candidates("adapter")
     assert f"`{cand.id}` refused" in text and registry.active("adapter") is None
@@ -159,15 +166,33 @@ def test_the_command_options_parse_and_the_table_renders():
     assert parse_finetune(["Reranker", "dataset=/d", "--force", "epochs=2", "steps=5"]) == (
         "reranker", {"force": True, "dataset": "/d", "epochs": 2, "max_steps": 5})
     assert parse_finetune(["adapter"]) == ("adapter", {"force": False})
+    assert parse_finetune(["adapter", "dataset=/d", "questions=/d/pseudo.jsonl"]) == (
+        "adapter", {"force": False, "dataset": "/d", "questions": "/d/pseudo.jsonl"})
     assert "don't understand `epochs=x`" in parse_finetune(["adapter", "epochs=x"])
+    gate = {"heldout": {"n": 40, "mean": 0.0312, "low": 0.011, "high": 0.052, "passed": True},
+            "guard": {"n": 30, "mean": -0.004, "low": -0.03, "high": 0.021, "passed": True},
+            "passed": True}
+    metrics = {"mode": "hybrid", "ndcg@10": 0.6, "mrr@10": 0.55, "hit@1": 0.5, "hit@5": 0.7,
+               "hit@10": 0.8}
     text = result_text({"candidate": "reranker-1", "kind": "reranker", "promoted": True,
                         "gate_passed": True, "gain": 0.0312, "min_gain": 0.005,
-                        "validation_queries": 40,
-                        "before": {"mode": "hybrid", "ndcg@10": 0.6, "mrr@10": 0.55,
-                                   "hit@1": 0.5, "hit@5": 0.7, "hit@10": 0.8},
+                        "validation_queries": 40, "guard_queries": 30, "gate": gate,
+                        "before": metrics,
                         "after": {"mode": "rerank", "ndcg@10": 0.6312, "mrr@10": 0.6,
-                                  "hit@1": 0.55, "hit@5": 0.7, "hit@10": 0.8}})
-    assert text.startswith(":white_check_mark: Fine-tuned the *reranker*: `reranker-1` promoted: "
-                           "nDCG@10 gain +0.0312 ≥ 0.005")
+                                  "hit@1": 0.55, "hit@5": 0.7, "hit@10": 0.8},
+                        "guard": {"before": metrics, "after": {**metrics, "ndcg@10": 0.596}}})
+    assert text.startswith(":white_check_mark: Fine-tuned the *reranker*: `reranker-1` promoted "
+                           "by the gate.")
     assert "active hybrid vs candidate rerank retrieval" in text
-    assert "nDCG@10    0.6000     0.6312  +0.0312" in text
+    assert "held-out  nDCG@10    0.6000     0.6312  +0.0312" in text
+    assert "over 40 queries: [+0.0110, +0.0520]: gains" in text
+    assert "guard     nDCG@10    0.6000     0.5960  -0.0040" in text
+    assert "over 30 queries: [-0.0300, +0.0210]: no harm" in text
+    refused = result_text({"candidate": "adapter-1", "kind": "adapter", "promoted": False,
+                           "gate_passed": False, "min_gain": 0.005, "before": metrics,
+                           "after": metrics, "guard": {"before": metrics, "after": metrics},
+                           "gate": {"heldout": {**gate["heldout"], "passed": True},
+                                    "guard": {"n": 30, "mean": -0.05, "low": -0.08,
+                                              "high": -0.02, "passed": False}}})
+    assert "`adapter-1` refused: the guard loses beyond its noise (95% interval " \
+           "[-0.0800, -0.0200] below zero)" in refused

@@ -158,7 +158,8 @@ async def test_finetune_reranker_saves_the_blend_and_gates_on_the_cross_fitted_f
     from bot.runtime.factories import model_registry
     from search import rerank_model
 
-    monkeypatch.setenv("LOREBOT_FINETUNE__VAL_FRACTION", "0.5")  # 4 of 8 for the gate
+    monkeypatch.setenv("LOREBOT_FINETUNE__VAL_FRACTION", "0.5")  # 4 of 8 for the guard
+    monkeypatch.setenv("LOREBOT_FINETUNE__HELDOUT_FRACTION", "0.5")  # 2 of the rest held out
     settings = Settings(_env_file=None)
     args = SimpleNamespace(kind="reranker", dataset=tiny_beir, split="train", epochs=1,
                            max_steps=1, force=False, json=True)
@@ -167,9 +168,10 @@ async def test_finetune_reranker_saves_the_blend_and_gates_on_the_cross_fitted_f
     registry = model_registry(settings)
     cand = registry.get(out["candidate"])
     blend = cand.metrics["blend"]
-    assert out["after"]["mode"] == "rerank" and cand.metrics["validation_queries"] == 4
+    assert out["after"]["mode"] == "rerank" and cand.metrics["validation_queries"] == 2
+    assert cand.metrics["guard_queries"] == 4 and out["gate"]["guard"]["n"] == 4
     assert set(blend["ndcg@10_by_blend"]) == {f"{b:.1f}" for b in BLENDS}
-    # The saved blend is the best on all validation queries; the fused order (blend 0) is the
+    # The saved blend is the best on all held-out queries; the fused order (blend 0) is the
     # active retriever's ranking, so its figure is the gate's "before".
     by_blend = blend["ndcg@10_by_blend"]
     assert by_blend[f"{blend['blend']:.1f}"] == max(by_blend.values())

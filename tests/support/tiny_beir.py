@@ -25,13 +25,28 @@ QUESTIONS = {
 }
 
 
-def write_tiny_beir(root: Path) -> Path:
-    """Write corpus.jsonl, queries.jsonl (query ids ``q-<topic>``) and qrels/train.tsv to ``root``."""
+# A second wording per topic (``write_tiny_beir(root, second=True)``): two questions about one
+# document, so a random held-out question can be about a document a training question is about.
+SECOND = {
+    "vpn": "register hardware key for remote access", "hotel": "nightly reimbursement for hotels",
+    "flight": "economy or business on a four hour flight", "laptop": "laptop renewal interval",
+    "payroll": "which day is payday", "parking": "garage permit request",
+    "badge": "security badge missing", "leave": "weeks of leave for new parents",
+}
+
+
+def write_tiny_beir(root: Path, *, second: bool = False) -> Path:
+    """Write corpus.jsonl, queries.jsonl (query ids ``q-<topic>``, and ``q2-<topic>`` with
+    ``second``) and qrels/train.tsv to ``root``."""
+    questions = {"q-" + d: (d, q) for d, q in QUESTIONS.items()}
+    if second:
+        questions |= {"q2-" + d: (d, q) for d, q in SECOND.items()}
     (root / "qrels").mkdir(parents=True)
     (root / "corpus.jsonl").write_text("".join(
         json.dumps({"_id": d, "title": t, "text": x}) + "\n" for d, t, x in TOPICS))
     (root / "queries.jsonl").write_text("".join(
-        json.dumps({"_id": "q-" + d, "text": q}) + "\n" for d, q in QUESTIONS.items()))
+        json.dumps({"_id": qid, "text": q}) + "\n" for qid, (_d, q) in questions.items()))
     (root / "qrels" / "train.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + "".join(f"q-{d}\t{d}\t1\n" for d in QUESTIONS))
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{qid}\t{d}\t1\n"
+                                                  for qid, (d, _q) in questions.items()))
     return root

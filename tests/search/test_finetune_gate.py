@@ -1,0 +1,111 @@
+"""The two-question gate (issue 17): held-out questions drawn at random must gain beyond noise,
+the document-disjoint guard must lose no more than its noise. End to end over a small BEIR
+dataset with the real MiniLM: a harmful candidate and a zero-step one are both refused."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from search.adapter import QueryAdapter
+from search.finetune.data import split_for_gate
+
+
+def _qrels(n_docs=40, per_doc=3):
+    return {f"q{d}-{i}": {f"d{d}": 1} for d in range(n_docs) for i in range(per_doc)}
+
+
+def test_the_guard_is_document_disjoint_and_the_heldout_questions_are_not():
+    qrels = _qrels()
+    split = split_for_gate(qrels, guard_fraction=0.2, heldout_fraction=0.25, seed=13)
+    assert sorted(split.train + split.heldout + split.guard) == sorted(qrels)
+    assert not set(split.train) & set(split.heldout)
+    docs = lambda qids: {d for q in qids for d in qrels[q]}  # noqa: E731
+    # The guard is about documents no training or held-out question is about ...
+    assert not docs(split.guard) & (docs(split.train) | docs(split.heldout))
+    assert split.guard_docs == frozenset(docs(split.guard))
+    # ... the held-out questions mostly share one with a training question, as a team's next
+    # questions do (drawn at random, not by document).
+    shared = sum(1 for q in split.heldout if docs([q]) & docs(split.train))
+    assert len(split.guard) == 24 and len(split.heldout) == 24
+    assert shared >= len(split.heldout) // 2
+    assert split_for_gate(qrels, guard_fraction=0.2, heldout_fraction=0.25, seed=13) == split
+    assert split_for_gate(qrels, guard_fraction=0.2, heldout_fraction=0.25, seed=14) != split
+
+
+def _args(dataset, **kw):
+    return SimpleNamespace(kind="adapter", dataset=dataset, split="train", epochs=1,
+                           max_steps=1, force=False, json=True, **kw)
+
+
+@pytest.fixture
+def gate_env(data_dir, tmp_path, monkeypatch):
+    """Sixteen questions about eight documents; the gate ranks by dense search alone, so what
+    an adapter does to query vectors shows in every figure."""
+    from tests.support.tiny_beir import write_tiny_beir
+
+    monkeypatch.setenv("LOREBOT_FINETUNE__VAL_FRACTION", "0.25")
+    monkeypatch.setenv("LOREBOT_FINETUNE__HELDOUT_FRACTION", "0.5")
+    monkeypatch.setenv("LOREBOT_SEARCH__DEFAULT_MODE", "dense")
+    return write_tiny_beir(tmp_path / "tiny2", second=True)
+
+
+def _adapter(monkeypatch, make):
+    import search.finetune.adapter as adapter_training
+
+    def fake(examples, *, config, progress=None):
+        dim = examples[0].query.shape[0]
+        return make(dim), {"steps": 0}
+
+    monkeypatch.setattr(adapter_training, "train_adapter", fake)
+
+
+@pytest.mark.slow
+async def test_a_scrambled_adapter_is_refused_by_both_questions(gate_env, monkeypatch, capsys):
+    from bot.cli.finetune import run_finetune
+    from bot.runtime.factories import model_registry
+    from bot.settings import Settings
+
+    rng = np.random.default_rng(0)
+    _adapter(monkeypatch, lambda dim: QueryAdapter(
+        rng.normal(0, 5, (dim, dim)).astype(np.float32), np.zeros(dim, np.float32)))
+    settings = Settings(_env_file=None)
+    assert await run_finetune(_args(gate_env), settings) == 0
+    out = json.loads(capsys.readouterr().out)
+    gate = out["gate"]
+    assert gate["heldout"]["n"] == 6 and gate["guard"]["n"] == 4
+    assert gate["heldout"]["high"] < 0 and not gate["heldout"]["passed"]
+    assert gate["guard"]["high"] < 0 and not gate["guard"]["passed"]
+    assert out["promoted"] is False and model_registry(settings).active("adapter") is None
+    assert out["guard"]["after"]["ndcg@10"] < out["guard"]["before"]["ndcg@10"]
+
+
+@pytest.mark.slow
+async def test_a_zero_step_adapter_gains_nothing_and_is_refused(gate_env, monkeypatch, capsys):
+    """W = 0, b = 0 is the identity: the same ranking, so no gain to find; the guard sees no
+    harm, the held-out question refuses it. The CLI's table shows both verdicts."""
+    from bot.cli.finetune import run_finetune
+    from bot.runtime.factories import model_registry
+    from bot.settings import Settings
+
+    _adapter(monkeypatch, lambda dim: QueryAdapter(np.zeros((dim, dim), np.float32),
+                                                   np.zeros(dim, np.float32)))
+    settings = Settings(_env_file=None)
+    args = _args(gate_env)
+    args.json = False
+    assert await run_finetune(args, settings) == 0
+    printed = capsys.readouterr().out
+    assert "95% interval of the nDCG@10 change over 6 queries: [+0.0000, +0.0000]: no gain" \
+        in printed
+    assert "95% interval of the nDCG@10 change over 4 queries: [+0.0000, +0.0000]: no harm" \
+        in printed
+    assert "refused: the held-out gain's 95% interval [+0.0000, +0.0000] is not above zero" \
+        in printed
+    reg = model_registry(settings)
+    (cand,) = reg.candidates("adapter")
+    assert reg.active("adapter") is None
+    assert cand.metrics["gate"]["heldout"]["passed"] is False
+    assert cand.metrics["gate"]["guard"]["passed"] is True
