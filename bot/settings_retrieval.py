@@ -36,6 +36,10 @@ class SearchSettings(BaseModel):
     rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant.")
     bm25_weight: float = Field(1.0, ge=0)
     dense_weight: float = Field(1.0, ge=0)
+    fusion_level: Literal["chunk", "document"] = Field(
+        "chunk", description="chunk: fuse chunk ranks; document: fuse each document's best-chunk "
+        "rank per side (a page found by both sides through different chunks gets both credits)."
+    )
     title_weight: float = Field(2.0, ge=0, description="BM25 weight of the title field.")
     headings_weight: float = Field(1.5, ge=0, description="BM25 weight of the heading path.")
     text_weight: float = Field(1.0, ge=0, description="BM25 weight of the chunk text.")

@@ -13,7 +13,7 @@ import numpy as np
 
 from search.embedding import Embedder
 from search.errors import SearchError
-from search.fusion import reciprocal_rank_fusion
+from search.fusion_docs import FUSIONS
 from search.index.base import SearchIndex
 from search.models import Hit
 from search.rerank import Reranker
@@ -52,6 +52,7 @@ class Retriever:
         dense_weight: float = 1.0,
         rerank_depth: int = 30,
         default_mode: Mode | None = None,
+        fusion_level: str = "chunk",
     ):
         self.index = index
         self.embedder = embedder
@@ -60,6 +61,10 @@ class Retriever:
         self.rrf_k = rrf_k
         self.weights = (bm25_weight, dense_weight)
         self.rerank_depth = rerank_depth
+        if fusion_level not in FUSIONS:
+            raise SearchError(f"unknown fusion level {fusion_level!r}; use one of "
+                              f"{', '.join(FUSIONS)}")
+        self._fuse = FUSIONS[fusion_level]  # chunk- or document-level RRF, one signature
         self._mode_setting = default_mode  # None: the mode follows the reranker (use_models)
         self.default_mode: Mode = default_mode or ("rerank" if reranker else "hybrid")
 
@@ -111,9 +116,7 @@ class Retriever:
             fused = await self.index.server_hybrid_search(query, vector, depth, sources)
         else:
             lexical, semantic = await self._candidates(query, depth, sources)
-            fused = reciprocal_rank_fusion(
-                [lexical, semantic], k=self.rrf_k, weights=self.weights
-            )
+            fused = self._fuse([lexical, semantic], k=self.rrf_k, weights=self.weights)
         if mode == "hybrid":
             return fused[:k]
         # Only the head is rescored (the cost is one cross-encoder pass per hit); deeper hits

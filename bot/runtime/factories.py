@@ -151,7 +151,8 @@ def new_retriever(settings: Settings, index, embedder, reranker, default_mode=No
     s = settings.search
     return Retriever(index, embedder, reranker, candidates=s.candidates, rrf_k=s.rrf_k,
                      bm25_weight=s.bm25_weight, dense_weight=s.dense_weight,
-                     rerank_depth=s.rerank_depth, default_mode=default_mode or s.default_mode)
+                     rerank_depth=s.rerank_depth, default_mode=default_mode or s.default_mode,
+                     fusion_level=s.fusion_level)
 
 
 def new_indexer(settings: Settings, index, embedder):
