@@ -209,38 +209,50 @@ class Chunker:
             header_tokens = bisect_left(starts, table.header[1]) - t0
             if header_tokens > size // 2:
                 continue  # a header this long would crowd out the rows: cut it as prose
-            # A table is a chunk (or several) of its own, so no prose window ends inside it.
-            pieces += [text[a:b] for a, b in self._windows(text, offs[i:t0], size, self.overlap)]
-            pieces += self._table_pieces(text, offs, starts, table, size - header_tokens)
+            # A table is a chunk (or several) of its own, so no prose window ends inside it. A
+            # short lead-in ("The table lists each class.") opens its first chunk rather than
+            # being a chunk of a few tokens on its own.
+            lead = offs[i][0] if 0 < t0 - i <= size // 4 else None
+            if lead is None:
+                pieces += [text[a:b] for a, b in self._windows(text, offs[i:t0], size,
+                                                               self.overlap)]
+            pieces += self._table_pieces(text, offs, starts, table, size - header_tokens,
+                                         lead, t0 - i if lead is not None else 0)
             i = t1
         pieces += [text[a:b] for a, b in self._windows(text, offs[i:], size, self.overlap)]
         return pieces
 
     def _table_pieces(self, text: str, offs: list[tuple[int, int]], starts: list[int],
-                      table: Table, budget: int) -> list[str]:
+                      table: Table, budget: int, lead: int | None, lead_tokens: int) -> list[str]:
         """A table's rows in groups of at most ``budget`` tokens, each group after the header
         (so a piece is at most ``chunk_tokens``); groups are balanced, and a row too long for
-        a group on its own is cut into windows, each again after the header."""
+        a group on its own is cut into windows, each again after the header. ``lead``: where a
+        lead-in of ``lead_tokens`` starts that opens the first piece, before the header."""
         header = text[table.header[0] : table.header[1]]
         rows = [(bisect_left(starts, a), bisect_left(starts, b), a, b) for a, b in table.rows]
-        total = rows[-1][1] - rows[0][0]
+        total = rows[-1][1] - rows[0][0] + lead_tokens
         target = math.ceil(total / math.ceil(total / budget))
         pieces: list[str] = []
         group: list[tuple[int, int, int, int]] = []
 
         def flush() -> None:
             if group:
-                pieces.append(f"{header}\n{text[group[0][2] : group[-1][3]]}")
+                first = lead is not None and not pieces
+                head = text[lead : table.header[1]] if first else header
+                pieces.append(f"{head}\n{text[group[0][2] : group[-1][3]]}")
                 group.clear()
 
         for row in rows:
             n = row[1] - row[0]
-            if n > budget:
+            extra = lead_tokens if lead is not None and not pieces else 0
+            if n > budget - extra:
                 flush()
+                if lead is not None and not pieces:  # the lead-in alone, then the long row
+                    pieces.append(text[lead : table.start])
                 for a, b in self._windows(text, offs[row[0] : row[1]], budget, 0):
                     pieces.append(f"{header}\n{text[a:b]}")
                 continue
-            used = group[-1][1] - group[0][0] if group else 0
+            used = group[-1][1] - group[0][0] + extra if group else extra
             if group and (used + n > budget or used >= target):
                 flush()
             group.append(row)
