@@ -3,9 +3,9 @@
 A document is cut into sections at its Markdown headings; each section is tokenized once with
 offsets, and cut into windows of at most ``chunk_tokens`` tokens that share ``overlap`` tokens.
 Windows end at a paragraph or sentence boundary when one is near the end, so chunks read well,
-and map back to exact character spans of the document, so a chunk's text is the document's text.
-Measuring in tokens (not words) is what keeps Chinese or Japanese text, which has no spaces,
-from becoming one giant chunk.
+and map back to exact character spans of the document, so a chunk's text is the document's text
+(except that a table cut into several chunks repeats its header row in each; see `_pieces`).
+Measuring in tokens (not words) keeps Chinese or Japanese text from becoming one giant chunk.
 """
 
 from __future__ import annotations
