@@ -55,6 +55,10 @@ class SearchSettings(BaseModel):
         0.5, gt=0, le=1, description="Share of a query's letters in unknown scripts from which "
         "the dense side counts as weak."
     )
+    fusion_level: Literal["chunk", "document"] = Field(
+        "chunk", description="chunk: fuse chunk ranks; document: fuse each document's best-chunk "
+        "rank per side (a page found by both sides through different chunks gets both credits)."
+    )
     title_weight: float = Field(2.0, ge=0, description="BM25 weight of the title field.")
     headings_weight: float = Field(1.5, ge=0, description="BM25 weight of the heading path.")
     text_weight: float = Field(1.0, ge=0, description="BM25 weight of the chunk text.")

@@ -3,9 +3,9 @@
 A document is cut into sections at its Markdown headings; each section is tokenized once with
 offsets, and cut into windows of at most ``chunk_tokens`` tokens that share ``overlap`` tokens.
 Windows end at a paragraph or sentence boundary when one is near the end, so chunks read well,
-and map back to exact character spans of the document, so a chunk's text is the document's text.
-Measuring in tokens (not words) is what keeps Chinese or Japanese text, which has no spaces,
-from becoming one giant chunk.
+and map back to exact character spans of the document, so a chunk's text is the document's text
+(except that a table cut into several chunks repeats its header row in each; see `_pieces`).
+Measuring in tokens (not words) keeps Chinese or Japanese text from becoming one giant chunk.
 """
 
 from __future__ import annotations
@@ -13,14 +13,21 @@ from __future__ import annotations
 import json
 import math
 import re
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search.chunk_tables import Table, find_tables
 from search.errors import ModelError
 from search.models import Chunk, Document
-from search.text import CJK_RUN
+from search.text import CJK_RUN, plain_text
+
+# Part of every index fingerprint (`search.indexer`): bump it whenever the same text and settings
+# would be cut differently, so an existing index re-chunks on its next run instead of mixing
+# chunks of two chunkers. 2: tables repeat their header row, windows end at a sentence in reach.
+CHUNKING_VERSION = 2
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 _ATX = re.compile(r"^ {0,3}(#{1,6})(?=[ \t]|$)[ \t]*(.*?)(?:[ \t]+#+)?[ \t]*$")
@@ -50,15 +57,6 @@ class Section:
     end: int
 
 
-_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
-_EMPHASIS = re.compile(r"[*`]+|(?<!\w)_+|_+(?!\w)")  # intra-word underscores are names
-
-
-def clean_heading(text: str) -> str:
-    """Heading text without Markdown decoration: links become their text, emphasis goes."""
-    return re.sub(r"\s+", " ", _EMPHASIS.sub("", _LINK.sub(r"\1", text))).strip()
-
-
 def iter_headings(text: str) -> Iterator[tuple[int, str, int, int]]:
     """Yield ``(level, clean text, line start, line end)`` for each ATX heading of Markdown
     text, skipping fenced code blocks (where '#' starts shell and Python comments)."""
@@ -83,7 +81,7 @@ def iter_headings(text: str) -> Iterator[tuple[int, str, int, int]]:
             continue
         heading = _ATX.match(stripped)
         if heading is not None:
-            yield len(heading.group(1)), clean_heading(heading.group(2)), line_start, pos
+            yield len(heading.group(1)), plain_text(heading.group(2)), line_start, pos
 
 
 def split_sections(text: str, title: str = "") -> list[Section]:
@@ -93,7 +91,7 @@ def split_sections(text: str, title: str = "") -> list[Section]:
     chunk and `Chunk.embedding_text` puts it back. A level-1 heading equal to the document title
     is not part of any path (it would only repeat the title). Blank sections are dropped.
     """
-    title_key = clean_heading(title).casefold()
+    title_key = plain_text(title).casefold()
     sections: list[Section] = []
     stack: list[tuple[int, str]] = []
     body_start = 0
@@ -182,8 +180,8 @@ class Chunker:
         offsets = self._offsets([body for _, _, body in batch])
         for (doc_index, headings, body), offs in zip(batch, offsets):
             doc, out = documents[doc_index], results[doc_index]
-            for start, end in self._windows(body, offs):
-                text = body[start:end].strip()
+            for piece in self._pieces(body, offs):
+                text = piece.strip()
                 if text:
                     out.append(
                         Chunk(
@@ -195,6 +193,71 @@ class Chunker:
                             headings=headings,
                         )
                     )
+
+    def _pieces(self, text: str, offs: list[tuple[int, int]]) -> list[str]:
+        """The chunk texts of one section body: token windows over its prose, and each table
+        that needs more than one window cut between rows with its header row repeated."""
+        size = self.chunk_tokens
+        tables = find_tables(text) if len(offs) > size else []
+        if not tables:
+            return [text[a:b] for a, b in self._windows(text, offs, size, self.overlap)]
+        starts = [start for start, _ in offs]
+        pieces: list[str] = []
+        i = 0  # the first token not yet in a piece
+        for table in tables:
+            t0, t1 = bisect_left(starts, table.start), bisect_left(starts, table.end)
+            header_tokens = bisect_left(starts, table.header[1]) - t0
+            if header_tokens > size // 2:
+                continue  # a header this long would crowd out the rows: cut it as prose
+            # A table is a chunk (or several) of its own, so no prose window ends inside it. A
+            # short lead-in ("The table lists each class.") opens its first chunk rather than
+            # being a chunk of a few tokens on its own.
+            lead = offs[i][0] if 0 < t0 - i <= size // 4 else None
+            if lead is None:
+                pieces += [text[a:b] for a, b in self._windows(text, offs[i:t0], size,
+                                                               self.overlap)]
+            pieces += self._table_pieces(text, offs, starts, table, size - header_tokens,
+                                         lead, t0 - i if lead is not None else 0)
+            i = t1
+        pieces += [text[a:b] for a, b in self._windows(text, offs[i:], size, self.overlap)]
+        return pieces
+
+    def _table_pieces(self, text: str, offs: list[tuple[int, int]], starts: list[int],
+                      table: Table, budget: int, lead: int | None, lead_tokens: int) -> list[str]:
+        """A table's rows in groups of at most ``budget`` tokens, each group after the header
+        (so a piece is at most ``chunk_tokens``); groups are balanced, and a row too long for
+        a group on its own is cut into windows, each again after the header. ``lead``: where a
+        lead-in of ``lead_tokens`` starts that opens the first piece, before the header."""
+        header = text[table.header[0] : table.header[1]]
+        rows = [(bisect_left(starts, a), bisect_left(starts, b), a, b) for a, b in table.rows]
+        total = rows[-1][1] - rows[0][0] + lead_tokens
+        target = math.ceil(total / math.ceil(total / budget))
+        pieces: list[str] = []
+        group: list[tuple[int, int, int, int]] = []
+
+        def flush() -> None:
+            if group:
+                first = lead is not None and not pieces
+                head = text[lead : table.header[1]] if first else header
+                pieces.append(f"{head}\n{text[group[0][2] : group[-1][3]]}")
+                group.clear()
+
+        for row in rows:
+            n = row[1] - row[0]
+            extra = lead_tokens if lead is not None and not pieces else 0
+            if n > budget - extra:
+                flush()
+                if lead is not None and not pieces:  # the lead-in alone, then the long row
+                    pieces.append(text[lead : table.start])
+                for a, b in self._windows(text, offs[row[0] : row[1]], budget, 0):
+                    pieces.append(f"{header}\n{text[a:b]}")
+                continue
+            used = group[-1][1] - group[0][0] + extra if group else extra
+            if group and (used + n > budget or used >= target):
+                flush()
+            group.append(row)
+        flush()
+        return pieces
 
     def _offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]:
         if not texts:
@@ -210,9 +273,11 @@ class Chunker:
         # Without special tokens every token maps to characters of its text.
         return encoded["offset_mapping"]
 
-    def _windows(self, text: str, offs: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        """Character spans of the windows over one section's tokens."""
-        n, size, overlap = len(offs), self.chunk_tokens, self.overlap
+    def _windows(self, text: str, offs: list[tuple[int, int]], size: int,
+                 overlap: int) -> list[tuple[int, int]]:
+        """Character spans of windows of at most ``size`` tokens over a run of a section's
+        tokens, consecutive windows sharing ``overlap`` tokens."""
+        n = len(offs)
         spans: list[tuple[int, int]] = []
         a = 0
         while n:
@@ -223,7 +288,10 @@ class Chunker:
             # Balance the windows still needed, so the last one is not a sliver of overlap.
             windows_left = math.ceil((remaining - overlap) / (size - overlap))
             target = min(size, math.ceil((remaining - overlap) / windows_left) + overlap)
-            cut = self._cut(text, offs, a + target - target // 4, a + target)
+            # A sentence end is within reach down to half the window, but never so early that
+            # the next window (``overlap`` tokens before the cut) would barely move forward.
+            reach = a + max(target // 2, overlap + (target - overlap) // 2)
+            cut = self._cut(text, offs, a + target - target // 4, a + target, reach)
             spans.append((offs[a][0], offs[cut - 1][1]))
             nxt = max(cut - overlap, a + 1)
             # Start the next window on a word, not on a "##piece" of one.
@@ -233,27 +301,22 @@ class Chunker:
         return spans
 
     @staticmethod
-    def _cut(text: str, offs: list[tuple[int, int]], lo: int, hi: int) -> int:
-        """The token index to end a window before: the latest best boundary in ``[lo, hi]``."""
+    def _cut(text: str, offs: list[tuple[int, int]], lo: int, hi: int, reach: int) -> int:
+        """The token index to end a window before: the latest best boundary in ``[lo, hi]``;
+        when that is only a line or word break, the latest sentence end in ``[reach, lo)``
+        instead, as a sentence cut in two is found by neither half."""
         best: dict[int, int] = {}
         for j in range(hi, lo - 1, -1):
-            prev_end, next_start = offs[j - 1][1], offs[j][0]
-            gap = text[prev_end:next_start]
-            kind = None
-            if gap.count("\n") >= 2:
-                kind = _PARAGRAPH
-            elif _ends_sentence(text, offs[j - 1][0], prev_end) and (
-                gap or text[prev_end - 1] in _FULL_WIDTH_END
-            ):
-                kind = _SENTENCE
-            elif "\n" in gap:
-                kind = _LINE
-            elif gap or text[prev_end - 1] in _FULL_WIDTH_PAUSE:
-                kind = _WORD
+            kind = _boundary(text, offs, j)
             if kind is not None:
                 best.setdefault(kind, j)
                 if kind == _PARAGRAPH:
                     break
+        if best and min(best) <= _SENTENCE:
+            return best[min(best)]
+        for j in range(lo - 1, reach - 1, -1):
+            if (kind := _boundary(text, offs, j)) is not None and kind <= _SENTENCE:
+                return j
         return best[min(best)] if best else hi
 
     @staticmethod
@@ -270,12 +333,30 @@ class Chunker:
         )
 
 
-def _ends_sentence(text: str, token_start: int, token_end: int) -> bool:
-    """Whether the text up to ``token_end`` ends a sentence (closing quotes/brackets allowed)."""
+def _boundary(text: str, offs: list[tuple[int, int]], j: int) -> int | None:
+    """What kind of break lies between tokens ``j - 1`` and ``j`` (None: inside a word)."""
+    prev_end, next_start = offs[j - 1][1], offs[j][0]
+    gap = text[prev_end:next_start]
+    if gap.count("\n") >= 2:
+        return _PARAGRAPH
+    end = _sentence_end(text, offs[j - 1][0], prev_end)
+    # Full-width enders (。！？) end a sentence with no space after them; "3.5" does not.
+    if end is not None and (gap or end in _FULL_WIDTH_END):
+        return _SENTENCE
+    if "\n" in gap:
+        return _LINE
+    if gap or text[prev_end - 1] in _FULL_WIDTH_PAUSE:
+        return _WORD
+    return None
+
+
+def _sentence_end(text: str, token_start: int, token_end: int) -> str | None:
+    """The sentence ender the text up to ``token_end`` ends with, closing quotes and brackets
+    allowed after it (``。」``), or None."""
     i = token_end - 1
     while i > token_start - 3 and i > 0 and text[i] in _CLOSERS:
         i -= 1
-    return text[i] in _SENTENCE_END
+    return text[i] if text[i] in _SENTENCE_END else None
 
 
 def load_tokenizer(model_name_or_path: str) -> Any:

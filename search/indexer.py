@@ -60,7 +60,9 @@ class Indexer:
         self.fingerprint = self._fingerprint(embedder.model_id)
 
     def _fingerprint(self, hash_model: str) -> str:
-        return f"{hash_model}|{self.chunk_tokens}|{self.chunk_overlap}"
+        from search.chunking import CHUNKING_VERSION  # a constant; the module loads no model
+
+        return f"{hash_model}|{self.chunk_tokens}|{self.chunk_overlap}|c{CHUNKING_VERSION}"
 
     @property
     def chunker(self):
@@ -255,10 +257,11 @@ def _keyed_by_path(doc: Document, source: str, by_path: dict, roots: set[str]) -
 def _heading_chunk(doc: Document) -> list[Chunk]:
     """A document that is only headings (a stub page) is still findable by them: the chunker
     leaves heading lines out of the body, so its headings become its one chunk."""
-    from search.chunking import clean_heading, iter_headings
+    from search.chunking import iter_headings
+    from search.text import plain_text
 
     names = [name for _, name, _, _ in iter_headings(doc.text) if name]
-    text = " — ".join(dict.fromkeys(names)) or clean_heading(doc.text)[:1000]
+    text = " — ".join(dict.fromkeys(names)) or plain_text(doc.text)[:1000]
     if not text:
         return []
     return [Chunk(chunk_id=f"{doc.doc_id}:0", doc_id=doc.doc_id, ordinal=0, text=text,

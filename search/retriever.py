@@ -14,7 +14,7 @@ import numpy as np
 
 from search.embedding import Embedder
 from search.errors import SearchError
-from search.fusion import reciprocal_rank_fusion
+from search.fusion_docs import FUSIONS
 from search.fusion_weights import FusionWeights, embedder_languages, fusion_weights
 from search.index.base import SearchIndex
 from search.models import Hit
@@ -58,6 +58,7 @@ class Retriever:
         languages: Sequence[str] | None = None,
         weak_share: float = 0.5,
         weak_factor: float = 0.0,
+        fusion_level: str = "chunk",
     ):
         self.index = index
         self.embedder = embedder
@@ -70,6 +71,10 @@ class Retriever:
         self.languages = tuple(languages) if languages else None
         self.weak_share, self.weak_factor = weak_share, weak_factor
         self.rerank_depth = rerank_depth
+        if fusion_level not in FUSIONS:
+            raise SearchError(f"unknown fusion level {fusion_level!r}; use one of "
+                              f"{', '.join(FUSIONS)}")
+        self._fuse = FUSIONS[fusion_level]  # chunk- or document-level RRF, one signature
         self._mode_setting = default_mode  # None: the mode follows the reranker (use_models)
         self.default_mode: Mode = default_mode or ("rerank" if reranker else "hybrid")
 
@@ -122,9 +127,7 @@ class Retriever:
         else:
             lexical, semantic = await self._candidates(query, depth, sources)
             w = self.fusion_for(query)
-            fused = reciprocal_rank_fusion(
-                [lexical, semantic], k=self.rrf_k, weights=(w.bm25, w.dense)
-            )
+            fused = self._fuse([lexical, semantic], k=self.rrf_k, weights=(w.bm25, w.dense))
         if mode == "hybrid":
             return fused[:k]
         # Only the head is rescored (the cost is one cross-encoder pass per hit); deeper hits

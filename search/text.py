@@ -47,3 +47,34 @@ def content_hash(*parts: str) -> str:
         h.update(len(data).to_bytes(8, "big"))
         h.update(data)
     return h.hexdigest()
+
+
+# Characters that can start Markdown or HTML markup in a line; a title without any is plain.
+_MARKUP_CHARS = frozenset("<>*_`[]&\\!~")
+_INLINE_PARSER = None
+
+
+def plain_text(markdown: str) -> str:
+    """One line of inline Markdown as plain text, for titles and heading paths.
+
+    Inline HTML goes (``Quotas<a name="x"></a>`` -> ``Quotas``), emphasis, code and links keep
+    their text, entities and backslash escapes are decoded, runs of whitespace become one
+    space. markdown-it-py (a dependency of rich) parses, so ``snake_case_names`` and ``a < b``
+    stay as they are, as CommonMark says; a line with no markup character skips the parser.
+    """
+    if not _MARKUP_CHARS.intersection(markdown):
+        return " ".join(markdown.split())
+    global _INLINE_PARSER
+    if _INLINE_PARSER is None:  # imported on first use: most commands never parse a heading
+        from markdown_it import MarkdownIt
+
+        _INLINE_PARSER = MarkdownIt("commonmark")
+    parts: list[str] = []
+    for block in _INLINE_PARSER.parseInline(markdown):
+        for token in block.children or ():
+            if token.type in ("text", "code_inline", "image"):  # an image keeps its alt text
+                parts.append(token.content)
+            elif token.type in ("softbreak", "hardbreak"):
+                parts.append(" ")
+            # html_inline (tags, comments) and link/emphasis open/close marks carry no text.
+    return " ".join("".join(parts).split())

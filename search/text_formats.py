@@ -9,9 +9,10 @@ from __future__ import annotations
 import codecs
 import re
 
-from search.chunking import clean_heading, iter_headings
+from search.chunking import iter_headings
 from search.errors import LoadError
 from search.file_types import ASCIIDOC_EXTENSIONS, FENCED_EXTENSIONS, RST_EXTENSIONS
+from search.text import plain_text
 
 _BOMS = (
     (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16: the UTF-16-LE BOM is its prefix
@@ -148,7 +149,7 @@ def clean_title(title: str | None) -> str | None:
         return None
     # PDFs printed from Office keep the application's window title as their /Title.
     title = re.sub(r"^Microsoft (?:Word|PowerPoint|Excel) - ", "", title.strip())
-    title = clean_heading(title)
+    title = plain_text(title)
     # Tools fill an unset title with a placeholder; the file's name says more than any of them.
     return None if _PLACEHOLDER_TITLE.fullmatch(title) else title or None
 

@@ -120,13 +120,14 @@ def html_to_document(source: str, url: str, data: bytes, charset: str | None = N
     """Convert HTML to Markdown with markitdown's HTML converter (the one folders use);
     ``charset`` is the one the server declared in its Content-Type."""
     from search.converted_formats import convert
-    from search.text_formats import first_h1
+    from search.text_formats import clean_title, first_h1
 
     text, title = convert(".html", data, charset=charset)
     text = text.strip()
     if not text:
         raise LoadError("the page has no text")
-    title = (title or first_h1(text) or url).strip()
+    # A <title> may hold entities or markup too; a placeholder one says less than the page's h1.
+    title = clean_title(title) or first_h1(text) or url
     return Document(
         doc_id=page_doc_id(source, url), source=source, title=title, text=text,
         content_hash=content_hash(title, text), path=normalize_url(url), url=normalize_url(url),

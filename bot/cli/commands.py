@@ -86,12 +86,15 @@ def _print_summary(summary) -> None:
 
 async def cmd_search(args) -> int:
     _require_text(args.query, "query", 'lorebot search "hotel costs"')
-    async with _services(with_llm=False) as services:
+    settings, index_kw, sources = Settings(), {}, args.sources
+    if getattr(args, "dataset", None) is not None:
+        settings, index_kw, sources = _dataset_search(settings, args)
+    async with _services(settings, with_llm=False, **index_kw) as services:
         if args.mode == "rerank" and services.reranker is None:
             raise CliError("search mode 'rerank' needs a reranker: set "
                            "LOREBOT_SEARCH__RERANKER_MODEL or promote one with `lorebot finetune`")
-        await _require_content(services, args.sources)
-        hits = await services.retriever.search(args.query, mode=args.mode, k=args.k, sources=args.sources)
+        await _require_content(services, sources)
+        hits = await services.retriever.search(args.query, mode=args.mode, k=args.k, sources=sources)
         mode = args.mode or services.retriever.default_mode
         # The weights RRF used for this query, and why (search.fusion_weights); None: no fusion.
         fusion = (services.retriever.fusion_for(args.query).as_dict()
@@ -113,6 +116,21 @@ async def cmd_search(args) -> int:
         print(f"   {h.location}")
         print(f"   {snippet(h.text)}")
     return EXIT_OK
+
+
+def _dataset_search(settings: Settings, args):
+    """Settings, index and sources to search the index `lorebot eval --dataset DIR` built."""
+    from bot.training.evaluation import dataset_index
+
+    if args.sources:
+        raise CliError("--source and --dataset do not go together: a dataset's index holds "
+                       "one source, its corpus")
+    index_path, source = dataset_index(settings, args.dataset)
+    if not index_path.is_file():
+        raise CliError(f"no index for the dataset {args.dataset} at {index_path}; build it with "
+                       f"`lorebot eval --dataset {args.dataset}` (same LOREBOT_DATA_DIR)")
+    # An explicit index path is a SQLite file, whatever backend holds the knowledge base.
+    return settings, {"index_path": index_path}, [source]
 
 
 async def cmd_ask(args) -> int:

@@ -19,3 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--max-queries", type=positive_int, metavar="N",
                    help="evaluate the first N queries only (no published figures beside them)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--per-query", type=Path, metavar="FILE",
+                   help="also write one JSON line per query and mode: its metrics, the rank of "
+                        "each relevant document and the top 10 ids (dig into misses with "
+                        "`lorebot search --dataset DIR`)")

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=positive_int, default=5, help="number of hits (default 5)")
     p.add_argument("--source", action="append", dest="sources", metavar="NAME",
                    help="search only this source (repeatable)")
+    p.add_argument("--dataset", type=Path, metavar="DIR",
+                   help="search the index `lorebot eval --dataset DIR` built for this dataset, "
+                        "not the knowledge base")
     p.add_argument("--json", action="store_true", help="print the hits as JSON")
 
     p = sub.add_parser("ask", help="answer a question with citations")

@@ -177,7 +177,8 @@ def new_retriever(settings: Settings, index, embedder, reranker, default_mode=No
                      bm25_weight=s.bm25_weight, dense_weight=s.dense_weight,
                      rerank_depth=s.rerank_depth, default_mode=default_mode or s.default_mode,
                      language_aware=s.fusion == "language", languages=languages,
-                     weak_share=s.weak_query_share, weak_factor=s.weak_dense_factor)
+                     weak_share=s.weak_query_share, weak_factor=s.weak_dense_factor,
+                     fusion_level=s.fusion_level)
 
 
 def new_indexer(settings: Settings, index, embedder):

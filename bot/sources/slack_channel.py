@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from search.loaders import make_doc_id
 from search.models import Document, LoadFailure
-from search.text import content_hash
+from search.text import content_hash, plain_text
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ async def load_channel(client, source: str, channel: str, *, max_threads: int = 
             items.append(LoadFailure(f"{channel}/{top['ts']}", str(exc)))
             continue
         text = "\n\n".join(f"<@{m.get('user', '?')}>: {m['text'].strip()}" for m in messages)
-        first_line = top["text"].strip().splitlines()[0][:80]
+        # Titles are plain text everywhere (citations, the BM25 title field): *bold*, `code`.
+        first_line = plain_text(top["text"].strip().splitlines()[0])[:80]
         url = link.get("permalink")
         items.append(Document(
             doc_id=make_doc_id(source, f"{channel}/{top['ts']}"), source=source,

@@ -27,9 +27,17 @@ def check_args(args) -> list[str]:
                        f"{', '.join(MODE_NAMES)} (comma-separated)")
     if args.max_queries is not None and args.max_queries < 1:
         raise CliError(f"--max-queries must be 1 or more, not {args.max_queries}")
-    if args.json is not None and not Path(args.json).expanduser().absolute().parent.is_dir():
-        raise CliError(f"--json {args.json}: the folder {Path(args.json).parent} does not exist")
+    for flag, value in (("--json", args.json), ("--per-query", getattr(args, "per_query", None))):
+        if value is not None and not Path(value).expanduser().absolute().parent.is_dir():
+            raise CliError(f"{flag} {value}: the folder {Path(value).parent} does not exist")
     return modes
+
+
+def dataset_index(settings: Settings, dataset_dir: Path) -> tuple[Path, str]:
+    """The index `lorebot eval --dataset DIR` builds for DIR's corpus, and the corpus's source
+    name in it (named after the folder, as `load_beir` names the dataset)."""
+    name = Path(dataset_dir).name
+    return settings.data_dir / "eval" / f"{_safe(name)}.sqlite3", _corpus_source(name)
 
 
 async def run_eval(args, settings: Settings) -> int:
@@ -39,16 +47,17 @@ async def run_eval(args, settings: Settings) -> int:
         load_questions,
         print_report,
         write_json,
+        write_per_query,
     )
 
     modes = check_args(args)
     if args.dataset is not None:
         data = load_beir(args.dataset, args.split)
-        index_path = settings.data_dir / "eval" / f"{_safe(data.name)}.sqlite3"
+        index_path, source = dataset_index(settings, args.dataset)
         index_path.parent.mkdir(parents=True, exist_ok=True)
         services = _services(settings, index_path)
         queries, qrels, key, name, split = data.queries, data.qrels, (lambda h: h.doc_id), data.name, data.split
-        sources = [_corpus_source(data.name)]
+        sources = [source]
     else:
         questions = load_questions(args.questions, base_dir=Path.cwd())
         services = _services(settings, None)
@@ -87,6 +96,9 @@ async def run_eval(args, settings: Settings) -> int:
     if args.json:
         write_json(result, args.json)
         print(f"wrote {args.json}", file=sys.stderr)
+    if getattr(args, "per_query", None):
+        write_per_query(result, args.per_query, queries, qrels)
+        print(f"wrote {args.per_query} (one line per query and mode)", file=sys.stderr)
     return EXIT_OK
 
 

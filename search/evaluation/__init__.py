@@ -27,7 +27,13 @@ from search.evaluation.metrics import (
     percentile,
     recall_at_k,
 )
-from search.evaluation.report import print_report, render_table, write_json
+from search.evaluation.report import (
+    per_query_records,
+    print_report,
+    render_table,
+    write_json,
+    write_per_query,
+)
 from search.evaluation.runner import (
     LATENCIES,
     METRICS,
@@ -57,10 +63,12 @@ __all__ = [
     "mean_metrics",
     "mrr_at_k",
     "ndcg_at_k",
+    "per_query_records",
     "percentile",
     "print_report",
     "rank_documents",
     "recall_at_k",
     "render_table",
     "write_json",
+    "write_per_query",
 ]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from search.errors import SourceError
 from search.models import Document, Hit
-from search.text import content_hash
+from search.text import content_hash, plain_text
 
 
 class DatasetError(SourceError):
@@ -111,11 +111,13 @@ def beir_documents(
 ) -> Iterator[Document]:
     """The corpus (or a whole ``BeirDataset``'s corpus) as ``Document``s of ``source``.
 
-    BEIR's ids are kept as ``doc_id``, so the qrels match hits without a mapping.
+    BEIR's ids are kept as ``doc_id``, so the qrels match hits without a mapping. Titles are
+    made plain text as every loader's are (a corpus exported from docs may keep their markup).
     """
     if isinstance(corpus, BeirDataset):
         corpus = corpus.corpus
-    for doc_id, title, text in corpus:
+    for doc_id, raw_title, text in corpus:
+        title = plain_text(raw_title)
         yield Document(
             doc_id=doc_id,
             source=source,

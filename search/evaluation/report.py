@@ -7,7 +7,7 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from rich import box
@@ -89,18 +89,61 @@ def print_report(
     console.print(render_table(result, anchors))
 
 
+def per_query_records(
+    result: EvalResult,
+    queries: Mapping[str, str],
+    qrels: Mapping[str, Mapping[str, float]],
+    top: int = 10,
+) -> Iterator[dict]:
+    """One record per (query, mode), to find out why a question missed: its metrics (the ones
+    the aggregate averages), the rank of each relevant document (None: not in the ranking,
+    which is ``depth`` documents deep) and the ``top`` document ids retrieved."""
+    for mode, scores in result.per_query.items():
+        for qid, metrics in scores.items():
+            ranking = result.rankings.get(mode, {}).get(qid, [])
+            rank = {key: n for n, key in enumerate(ranking, start=1)}
+            relevant = {key: grade for key, grade in qrels.get(qid, {}).items() if grade > 0}
+            yield {
+                "qid": qid,
+                "mode": mode,
+                "query": queries.get(qid),
+                **{name: metrics[name] for name in METRICS},
+                "latency_ms": round(metrics["latency_ms"], 3),
+                "relevant": [
+                    {"id": key, "grade": grade, "rank": rank.get(key)}
+                    for key, grade in sorted(relevant.items(), key=lambda kv: (-kv[1], kv[0]))
+                ],
+                "top": ranking[:top],
+            }
+
+
+def write_per_query(
+    result: EvalResult,
+    path: str | os.PathLike[str],
+    queries: Mapping[str, str],
+    qrels: Mapping[str, Mapping[str, float]],
+) -> Path:
+    """Write `per_query_records` to ``path`` as JSON Lines (parents created; atomic)."""
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                    for r in per_query_records(result, queries, qrels))
+    return _write_atomic(path, lines)
+
+
 def write_json(result: EvalResult, path: str | os.PathLike[str]) -> Path:
     """Write ``result.as_dict()`` to ``path`` (parents created) and return the path.
 
     Written to a temporary file and renamed, so a reader never sees half a result.
     """
+    return _write_atomic(path, json.dumps(result.as_dict(), indent=2) + "\n")
+
+
+def _write_atomic(path: str | os.PathLike[str], content: str) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(result.as_dict(), f, indent=2)
-            f.write("\n")
+            f.write(content)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

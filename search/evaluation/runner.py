@@ -45,8 +45,9 @@ class EvalResult:
     """Scores per search mode over ``n_queries`` judged queries.
 
     ``results[mode]`` holds every name in ``METRICS`` and ``LATENCIES``. ``per_query[mode][qid]``
-    holds the same metrics for one query plus its ``latency_ms``, for paired comparisons; it is
-    left out of ``as_dict``.
+    holds the same metrics for one query plus its ``latency_ms``, for paired comparisons, and
+    ``rankings[mode][qid]`` the document keys that query retrieved, best first (at most
+    ``depth``): what `per_query_records` shows. Both are left out of ``as_dict``.
     """
 
     dataset: str
@@ -54,6 +55,7 @@ class EvalResult:
     n_queries: int
     results: dict[str, dict[str, float]]
     per_query: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict, repr=False)
+    rankings: dict[str, dict[str, list[str]]] = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict:
         """The JSON shape `lorebot eval` writes and benchmarks compare."""
@@ -120,8 +122,9 @@ async def evaluate(
 
     results: dict[str, dict[str, float]] = {}
     per_query: dict[str, dict[str, dict[str, float]]] = {}
+    rankings: dict[str, dict[str, list[str]]] = {}
     for mode in modes:
-        per_query[mode] = {}
+        per_query[mode], rankings[mode] = {}, {}
         latencies: list[float] = []
         for done, qid in enumerate(qids, start=1):
             started = time.perf_counter()
@@ -131,6 +134,7 @@ async def evaluate(
             ranking = rank_documents(hits, key, depth)
             scores = score_query(ranking, qrels[qid], METRICS)
             per_query[mode][qid] = {**scores, "latency_ms": latency_ms}
+            rankings[mode][qid] = ranking
             if progress is not None:
                 progress(mode, done, len(qids))
         results[mode] = {
@@ -139,4 +143,4 @@ async def evaluate(
         results[mode]["latency_ms_p50"] = percentile(latencies, 50)
         results[mode]["latency_ms_p95"] = percentile(latencies, 95)
         log.info("%s: ndcg@10 %.4f over %s queries", mode, results[mode]["ndcg@10"], len(qids))
-    return EvalResult(dataset, split, len(qids), results, per_query)
+    return EvalResult(dataset, split, len(qids), results, per_query, rankings)
