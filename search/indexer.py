@@ -60,7 +60,12 @@ class Indexer:
         self.fingerprint = self._fingerprint(embedder.model_id)
 
     def _fingerprint(self, hash_model: str) -> str:
-        return f"{hash_model}|{self.chunk_tokens}|{self.chunk_overlap}"
+        # The inference backend is part of the vectors' identity: int8 vectors are not the fp32
+        # ones, so switching backend re-embeds as a model change does. torch adds nothing, so
+        # indexes built before backends existed keep their hashes.
+        backend = getattr(self.embedder, "backend", "torch")
+        suffix = "" if backend == "torch" else f"|{backend}"
+        return f"{hash_model}|{self.chunk_tokens}|{self.chunk_overlap}{suffix}"
 
     @property
     def chunker(self):
