@@ -179,7 +179,7 @@ def quantize_int8(fp32: Path, out: Path) -> None:
 
     root = logging.getLogger()
     level = root.level
-    root.setLevel(max(level, logging.WARNING))  # the quantizer logs every tensor to the root
+    root.setLevel(max(level, logging.ERROR))  # the quantizer logs every tensor to the root
     try:
         quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True,
                          reduce_range=True, op_types_to_quantize=["MatMul", "Gemm"])
