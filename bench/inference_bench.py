@@ -112,7 +112,10 @@ def child(backend: str, work: Path, cache: Path, reranker_dir: Path) -> None:
 
 
 def ndcg(path: Path) -> dict[str, float]:
-    """nDCG@10 per mode from a `lorebot eval --json` file."""
+    """nDCG@10 per mode from a `lorebot eval --json` file (nothing, if it is not written yet)."""
+    if not path.is_file():
+        print(f"no eval results in {path} (yet)", file=sys.stderr)
+        return {}
     data = json.loads(path.read_text())
     modes = data.get("modes") or data.get("results") or data
     out = {}
