@@ -30,7 +30,7 @@ class SearchSettings(BaseModel):
     )
     device: str = "cpu"
     inference: Literal["torch", "onnx", "onnx-int8"] = Field(
-        "onnx-int8", description="Runtime of the embedder and lorebot's own reranker: torch, "
+        "onnx", description="Runtime of the embedder and lorebot's own reranker: torch, "
         "onnx (ONNX Runtime, fp32) or onnx-int8 (ONNX Runtime, int8 weights). The ONNX model is "
         "exported once per model into ONNX_CACHE; CPU only (another DEVICE, or no onnxruntime, "
         "runs torch). Changing it re-embeds the index on the next `lorebot index`."

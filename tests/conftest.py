@@ -17,7 +17,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The test web sites listen on loopback, which web sources refuse by default (SSRF); the tests of
 # that default set their own limits.
 os.environ.setdefault("LOREBOT_SOURCES__ALLOW_PRIVATE_HOSTS", "127.0.0.1")
-# Every test gets a fresh data dir, and the default inference backend (onnx-int8) exports each
+# Every test gets a fresh data dir, and the default inference backend (onnx) exports each
 # model into the ONNX cache on first use: one cache for the whole run exports MiniLM once, not once
 # per test (the cache key holds the export version, so a changed export is never served stale).
 os.environ.setdefault("LOREBOT_SEARCH__ONNX_CACHE",
