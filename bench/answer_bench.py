@@ -31,7 +31,7 @@ and counted), llm (request to first delta from the instant fake server), time to
 total. Prints tables and writes bench/results/answer_bench.json.
 
     .venv/bin/python bench/answer_bench.py [--questions N] [--sweep-questions N] [--docs DIR]
-                                           [--reranker DIR]
+                                           [--reranker DIR] [--inference BACKEND]
 """
 
 from __future__ import annotations
@@ -230,6 +230,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from bot.answer.pipeline import AnswerPipeline
     from bot.cli.commands import index_paths
     from bot.settings import Settings
+    from bot.runtime.factories import onnx_cache
     from bot.runtime.services import build_services
     from search.rerank import CrossEncoderReranker, hit_text
     from search.retriever import Retriever
@@ -246,7 +247,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         async with FakeOpenAI(responder=lambda messages: ANSWER) as server:
             settings = Settings(
                 _env_file=None, data_dir=Path(tmp) / "data",
-                search={"reranker_model": str(reranker_dir)},
+                search={"reranker_model": str(reranker_dir), "inference": args.inference},
                 llm={"model": "fake-model", "base_url": server.base_url, "api_key": "bench-key",
                      "max_retries": 0},
             )
@@ -271,7 +272,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     reranker = CrossEncoderReranker(
                         str(reranker_dir), device=s.device,
                         batch_size=v.batch_size or s.rerank_batch_size,
-                        max_length=s.rerank_max_tokens,
+                        max_length=s.rerank_max_tokens, backend=s.inference,
+                        cache_dir=onnx_cache(settings),
                     )
                     reranker.warm_up()
                     rerankers[v.name] = reranker
@@ -302,8 +304,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     modes[v.name][timing.mode] = modes[v.name].get(timing.mode, 0) + 1
             requests = server.request_count
 
+            # The breakdown times torch modules (padding, torch's int8): torch backend only.
+            sweep_questions = args.sweep_questions if services.embedder.backend == "torch" else 0
             sweep = await rerank_sweep(
-                services, rerankers["rerank"], questions[: args.sweep_questions], hit_text,
+                services, rerankers["rerank"], questions[:sweep_questions], hit_text,
                 depth=s.rerank_depth,
             )
             await services.llm.aclose()
@@ -315,7 +319,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "chunks": summary.chunks,
         "reranker": (str(args.reranker) if args.reranker else
                      f"MiniLM cross-encoder, {layers or 6} layers, UNTRAINED head"),
-        "settings": {"rerank_depth": s.rerank_depth, "rerank_batch_size": s.rerank_batch_size,
+        "settings": {"inference": [services.embedder.backend, rerankers["rerank"].backend],
+                     "rerank_depth": s.rerank_depth, "rerank_batch_size": s.rerank_batch_size,
                      "rerank_max_tokens": s.rerank_max_tokens, "top_k": s.top_k,
                      "candidates": s.candidates},
         "variants": {v.name: {"rerank": v.rerank, "batch_size": v.batch_size or (
@@ -444,6 +449,10 @@ def main() -> None:
     parser.add_argument("--docs", type=Path, default=DOCS)
     parser.add_argument("--reranker", type=Path,
                         help="a CrossEncoder directory (default: build the untrained MiniLM one)")
+    parser.add_argument("--inference", choices=("torch", "onnx", "onnx-int8"), default="torch",
+                        help="LOREBOT_SEARCH__INFERENCE for the embedder and reranker (ONNX: "
+                        "lorebot's own reranker only, e.g. --reranker from `lorebot finetune`); "
+                        "results go to answer_bench_<inference>.json unless torch")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -483,7 +492,8 @@ def main() -> None:
             rows.append((name, f"{x['p50_ms']:7.1f} ms  (cpu {x['cpu_p50_ms']:7.1f} ms)  {extra}"))
         print_table(f"reranking alone, p50 over {sweep['questions']} questions' candidates "
                     "(wall-clock; cpu = all threads)", rows)
-    print(f"\nwrote {write_result('answer_bench', r)}")
+    name = "answer_bench" if args.inference == "torch" else f"answer_bench_{args.inference}"
+    print(f"\nwrote {write_result(name, r)}")
 
 
 if __name__ == "__main__":

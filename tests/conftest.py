@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The test web sites listen on loopback, which web sources refuse by default (SSRF); the tests of
 # that default set their own limits.
 os.environ.setdefault("LOREBOT_SOURCES__ALLOW_PRIVATE_HOSTS", "127.0.0.1")
+# Every test gets a fresh data dir, and the default inference backend (onnx) exports each
+# model into the ONNX cache on first use: one cache for the whole run exports MiniLM once, not once
+# per test (the cache key holds the export version, so a changed export is never served stale).
+os.environ.setdefault("LOREBOT_SEARCH__ONNX_CACHE",
+                      os.path.join(tempfile.gettempdir(), f"lorebot-test-onnx-{os.getuid()}"))
 
 
 @pytest.fixture

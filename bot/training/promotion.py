@@ -158,12 +158,12 @@ async def _reembed(settings: Settings, registry, path: Path, target: str, say, *
     re-embed records ``previous`` as that model (once), so the next reindex with ``target``
     re-embeds nothing unchanged (``search.index.sqlite_reembed``).
     """
-    from search.embedding import SentenceTransformerEmbedder
+    from bot.runtime.factories import new_embedder
     from search.index.sqlite_reembed import reembed
     from search.models_runtime import run_model
 
-    s = settings.search
-    embedder = SentenceTransformerEmbedder(target, device=s.device, batch_size=s.embed_batch_size)
+    # The configured inference backend (SEARCH__INFERENCE), as queries will be embedded with.
+    embedder = new_embedder(settings, target)
     summary = await run_model(reembed, path, embedder.encode, target,
                               reuse=_vector_sources(registry, path), previous_model=previous)
     (say or _stderr)(f"re-embedded {path}: {summary.chunks} chunks, {summary.reused} vectors "

@@ -29,7 +29,7 @@ def test_help_imports_no_model_or_training_code():
     """`lorebot --help` stays instant because it imports nothing heavy (checked by what it
     imports, not by a timing, which a busy machine would make flaky)."""
     heavy = ("torch", "sentence_transformers", "transformers", "datasets", "accelerate",
-             "openai", "slack_bolt", "lark_oapi", "numpy")
+             "openai", "slack_bolt", "lark_oapi", "numpy", "onnxruntime", "onnx")
     probe = ("import sys; from bot.cli.main import build_parser; build_parser().format_help();"
              f"print(' '.join(m for m in {heavy!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
