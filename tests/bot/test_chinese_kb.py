@@ -52,8 +52,10 @@ def test_chinese_questions_against_a_mixed_knowledge_base(data_dir, kb, capsys, 
     assert found["fusion"] == {"bm25": 1.0, "dense": 1.0, "reason": "configured weights"}
     assert run_json(capsys, "ask", "How do I add my own documents?")["mode"] == "extractive"
 
-    # Equal weights for every query (the behaviour before): MiniLM's noise takes first place.
+    # Equal weights for every query (the behaviour before) are still there when asked for. On
+    # this small KB the Feishu passage now wins even so (since issue 21's chunking); what equal
+    # weights cost Chinese queries is measured on bench/datasets/zh (README, "Chinese").
     monkeypatch.setenv("LOREBOT_SEARCH__FUSION", "fixed")
     fixed = run_json(capsys, "search", FEISHU_QUESTION, "--mode", "hybrid", "-k", "3")
-    assert fixed["fusion"]["dense"] == 1.0
-    assert not fixed["hits"][0]["path"].endswith("飞书.md")
+    assert fixed["fusion"] == {"bm25": 1.0, "dense": 1.0,
+                               "reason": "configured weights (SEARCH__FUSION=fixed)"}

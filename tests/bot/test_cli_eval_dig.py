@@ -79,7 +79,7 @@ def test_search_dataset_searches_the_eval_index(capsys, data_dir, tiny_beir, fak
     code, out, err = run(capsys, "search", "--dataset", str(tiny_beir), "--mode", "bm25",
                          "--json", "hotel budget per night")
     assert code == 0, err
-    hits = json.loads(out)
+    hits = json.loads(out)["hits"]  # {"mode", "fusion", "hits"}: see search.fusion_weights
     assert hits[0]["doc_id"] == "hotel" and hits[0]["title"] == "Hotel budget"
     # The knowledge base itself is untouched and still empty.
     code, _out, err = run(capsys, "search", "hotel budget")
