@@ -17,11 +17,6 @@ import numpy as np
 
 from search.onnx_backend import OnnxEncoder, cached_export, masked_mean
 
-_TRANSFORMER = "sentence_transformers.models.Transformer"
-_POOLING = "sentence_transformers.models.Pooling"
-_NORMALIZE = "sentence_transformers.models.Normalize"
-
-
 class Unsupported(Exception):
     """The model's sentence-transformers pipeline has a module this runner does not implement."""
 
@@ -33,12 +28,21 @@ def read_pipeline(path: str | Path) -> tuple[str, int, bool]:
     if not modules_file.is_file():
         raise Unsupported(f"{path} has no modules.json (not a sentence-transformers directory)")
     modules = json.loads(modules_file.read_text(encoding="utf-8"))
-    kinds = [m.get("type") for m in modules]
-    if kinds not in ([_TRANSFORMER, _POOLING], [_TRANSFORMER, _POOLING, _NORMALIZE]):
+    # By class name: sentence-transformers saves the same modules under other import paths
+    # across versions (``sentence_transformers.models.Pooling``, and since 5.x from its trainer
+    # ``sentence_transformers.sentence_transformer.modules.pooling.Pooling``).
+    kinds = [m.get("type") or "" for m in modules]
+    names = [k.rsplit(".", 1)[-1] if k.startswith("sentence_transformers.") else k for k in kinds]
+    if names not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
         raise Unsupported(f"{path}: modules {kinds} (only Transformer, Pooling[, Normalize])")
     pooling = json.loads((path / modules[1]["path"] / "config.json").read_text(encoding="utf-8"))
+    # Older files flag the mode (``pooling_mode_mean_tokens: true``); sentence-transformers 5
+    # names it (``pooling_mode: "mean"``).
     on = [k for k, v in pooling.items() if k.startswith("pooling_mode") and v is True]
-    modes = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+    if isinstance(pooling.get("pooling_mode"), str):
+        on = [f"pooling_mode_{pooling['pooling_mode']}"]
+    modes = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
+             "pooling_mode_mean": "mean", "pooling_mode_cls": "cls"}
     if len(on) != 1 or on[0] not in modes:
         raise Unsupported(f"{path}: pooling {on} (only mean or CLS)")
     bert_cfg = path / modules[0].get("path", "") / "sentence_bert_config.json"

@@ -308,8 +308,12 @@ def test_ctrl_c_while_embedding_exits_fast_and_says_nothing_was_written(
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = (["index", str(kb), "--source", "kb"] if command == "index" else
             ["eval", "--dataset", str(tiny_beir), "--split", "train", "--mode", "bm25"])
+    # As in a terminal: a shell runs background jobs with SIGINT ignored, and an ignored signal
+    # stays ignored across exec, so a test run started in the background (`cmd &`) would hand
+    # the child a Ctrl-C it cannot receive.
     proc = subprocess.Popen([sys.executable, str(driver), *argv],
-                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         lines = []
         deadline = time.monotonic() + 60

@@ -466,10 +466,14 @@ async def test_an_index_without_the_new_meta_keeps_its_hashes_valid(tmp_path, ot
     base, n, path = SentenceTransformerEmbedder(BASE), len(TOPICS), tmp_path / "index.sqlite3"
     async with SqliteIndex(path, embedder_model=BASE) as index:
         await Indexer(index, base).index_documents("kb", _docs())
-        # The hashes are exactly what files built before hash_model existed hold (model id,
-        # chunk tokens and overlap), so those files need no re-embedding on upgrade.
-        assert _hashes(path) == {d.doc_id: content_hash(d.content_hash, f"{BASE}|220|32")
-                                 for d in _docs()}
+        # The hashes are what files built before hash_model existed hold (model id, chunk
+        # tokens and overlap), plus the chunking version (issue 21: a new chunking re-chunks
+        # every file once), so files of this version need no re-embedding on upgrade.
+        from search.chunking import CHUNKING_VERSION
+
+        assert _hashes(path) == {
+            d.doc_id: content_hash(d.content_hash, f"{BASE}|220|32|c{CHUNKING_VERSION}")
+            for d in _docs()}
         assert not {"embedder", "hash_model"} & _meta(path).keys()
         summary = await Indexer(index, base).index_documents("kb", _docs())
     assert (summary.unchanged, summary.chunks) == (n, 0)

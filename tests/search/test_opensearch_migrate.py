@@ -183,8 +183,8 @@ def test_index_and_search_through_the_cli_on_opensearch(osmem_url, data_dir, kb,
 
     code, summary = run("index", str(kb), "--source", "handbook")
     assert code == 0 and summary["added"] >= 8 and summary["chunks"] >= 8
-    code, hits = run("search", "如何修改数据目录的位置", "--mode", "bm25", "-k", "3")
-    assert code == 0 and hits[0]["title"] == "快速入门"
+    code, found = run("search", "如何修改数据目录的位置", "--mode", "bm25", "-k", "3")
+    assert code == 0 and found["hits"][0]["title"] == "快速入门"
     code, again = run("index", str(kb), "--source", "handbook")
     assert (again["added"], again["updated"], again["removed"]) == (0, 0, 0)
     code, sources = run("sources")

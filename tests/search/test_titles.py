@@ -73,7 +73,7 @@ def test_search_hits_and_citations_carry_the_clean_title(capsys, data_dir, tmp_p
     assert main(["index", str(kb), "--source", "kb"]) == 0
     capsys.readouterr()
     assert main(["search", "--json", "--mode", "bm25", "simultaneous connections"]) == 0
-    hits = json.loads(capsys.readouterr().out)
+    hits = json.loads(capsys.readouterr().out)["hits"]
     assert hits[0]["title"] == "Quotas in Amazon RDS"
     assert main(["search", "--mode", "bm25", "simultaneous connections"]) == 0
     shown = capsys.readouterr().out
