@@ -37,7 +37,7 @@ async def run(dataset: Path, split: str, url: str, engine: str, ef_search: int) 
     from bot.runtime.factories import new_retriever
     from bot.runtime.services import build_services
     from bot.settings import Settings
-    from bot.training.evaluation import _corpus_source, _safe
+    from bot.training.evaluation import dataset_index
     from search.evaluation import evaluate, load_beir
     from search.index.opensearch import OpenSearchIndex
     from search.index.opensearch_mapping import IndexLayout
@@ -45,7 +45,7 @@ async def run(dataset: Path, split: str, url: str, engine: str, ef_search: int) 
 
     settings = Settings()
     data = load_beir(dataset, split)
-    sqlite_path = settings.data_dir / "eval" / f"{_safe(data.name)}.sqlite3"
+    sqlite_path, source = dataset_index(settings, dataset)
     if not sqlite_path.is_file():
         raise SystemExit(f"no {sqlite_path}: run `lorebot eval --dataset {dataset}` with this "
                          "LOREBOT_DATA_DIR first (it builds the SQLite index this bench copies)")
@@ -69,7 +69,7 @@ async def run(dataset: Path, split: str, url: str, engine: str, ef_search: int) 
         "sqlite": services.retriever,
         "opensearch": new_retriever(settings, os_index, embedder, None, default_mode="hybrid"),
     }
-    sources = [_corpus_source(data.name)]
+    sources = [source]
     for retriever in retrievers.values():  # warm: model, caches, the node's first queries
         for mode in MODES:
             for q in list(data.queries.values())[:5]:

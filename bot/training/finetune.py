@@ -165,9 +165,9 @@ def _training_data(args, settings: Settings) -> dict:
             print("lorebot: warning: training on the test split makes its figures meaningless",
                   file=sys.stderr)
         beir = load_beir(args.dataset, args.split)
-        from bot.training.evaluation import _safe
+        from bot.training.evaluation import dataset_index
 
-        index_path = settings.data_dir / "eval" / f"{_safe(beir.name)}.sqlite3"
+        index_path, _ = dataset_index(settings, args.dataset)
         index_path.parent.mkdir(parents=True, exist_ok=True)
         queries, qrels = beir.queries, beir.qrels
         if args.questions is not None:  # e.g. `qa generate --dataset DIR`: the corpus alone

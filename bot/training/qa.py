@@ -81,9 +81,9 @@ async def run_qa_generate(args, settings: Settings | None = None) -> int:
     out = args.out or settings.data_dir / QA_FILE
     index_path = settings.index_path
     if getattr(args, "dataset", None) is not None:  # the dataset's own index (`lorebot eval`)
-        from bot.training.evaluation import _safe
+        from bot.training.evaluation import dataset_index
 
-        index_path = settings.data_dir / "eval" / f"{_safe(Path(args.dataset).name)}.sqlite3"
+        index_path, _ = dataset_index(settings, Path(args.dataset))
     elif settings.search.backend != "sqlite":
         raise CliError("qa generate reads chunks from the embedded SQLite index; it cannot read "
                        "an OpenSearch index yet (LOREBOT_SEARCH__BACKEND=opensearch)")
