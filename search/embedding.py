@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -11,6 +10,7 @@ from typing import Protocol
 import numpy as np
 
 from search.errors import ModelError
+from search.lazy import Once
 from search.models_runtime import run_model
 
 log = logging.getLogger(__name__)
@@ -79,18 +79,13 @@ class SentenceTransformerEmbedder:
                 log.warning("embedding model %s runs on torch, not %s: %s", self.path,
                             self.backend, exc)
                 self.backend = "torch"
-        self._model = None
-        self._tokenizer = None
-        self._lock = threading.Lock()
+        self._model = Once(self._load)
+        self._tokenizer = Once(self._load_tokenizer)
 
     @property
     def model(self):
         """The loaded model; the first access imports torch and loads the weights (seconds)."""
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    self._model = self._load()
-        return self._model
+        return self._model.get()
 
     def _load(self):
         if self.backend != "torch":
@@ -113,13 +108,12 @@ class SentenceTransformerEmbedder:
         Never the model's own instance: encoding sets padding and truncation on its tokenizer,
         and chunking on another thread at the same time would corrupt those settings.
         """
-        if self._tokenizer is None:
-            with self._lock:
-                if self._tokenizer is None:
-                    from search.chunking import load_tokenizer
+        return self._tokenizer.get()
 
-                    self._tokenizer = load_tokenizer(self.path)
-        return self._tokenizer
+    def _load_tokenizer(self):
+        from search.chunking import load_tokenizer
+
+        return load_tokenizer(self.path)
 
     @property
     def dim(self) -> int:

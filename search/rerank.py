@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 from search.embedding import resolve_model_path
 from search.errors import ModelError
+from search.lazy import Once
 # hit_text is also imported from here by bot/ and the benchmarks.
 from search.models import Hit, hit_text
 from search.models_runtime import run_model
@@ -56,16 +56,11 @@ class CrossEncoderReranker:
         self.max_length = max_length
         self.backend = _backend(backend, self.path, device, cache_dir)
         self.cache_dir = cache_dir
-        self._model = None
-        self._lock = threading.Lock()
+        self._model = Once(self._load)
 
     @property
     def model(self):
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    self._model = self._load()
-        return self._model
+        return self._model.get()
 
     def _load(self):
         if self.backend == "torch":
