@@ -64,8 +64,10 @@ class Indexer:
 
         # The inference backend is part of the vectors' identity: int8 vectors are not the fp32
         # ones, so switching backend re-embeds as a model change does. torch adds nothing.
+        from search.onnx_backend import vector_tag  # numpy only at import
+
         backend = getattr(self.embedder, "backend", "torch")
-        suffix = "" if backend == "torch" else f"|{backend}"
+        suffix = "" if backend == "torch" else f"|{vector_tag(backend)}"
         return f"{hash_model}|{self.chunk_tokens}|{self.chunk_overlap}|c{CHUNKING_VERSION}{suffix}"
 
     @property

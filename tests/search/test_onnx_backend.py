@@ -60,7 +60,8 @@ def test_onnx_vectors_match_torch(torch_embedder, int8_embedder, cache):
 
 def test_second_load_reuses_the_export(int8_embedder, cache, monkeypatch):
     files = sorted(cache.rglob("*.onnx"))
-    assert [f.parent.name for f in files] == ["fp32", "int8"]  # one model, two exports
+    # one model, two exports
+    assert [f.parent.name for f in files] == ["fp32", f"int8-v{onnx_backend.INT8_VERSION}"]
     before = {f: f.stat().st_mtime_ns for f in files}
 
     def no_export(*_args):
@@ -108,6 +109,31 @@ def test_identity_follows_the_weights(tmp_path):
     for d in (a, b):
         shutil.copytree(model, d)
     assert onnx_backend.model_identity(str(a), a) == onnx_backend.model_identity(str(b), b)
+
+
+def test_int8_keeps_the_first_and_last_feed_forward_output_in_fp32(int8_embedder, cache):
+    import onnx
+
+    [q8] = cache.rglob(f"int8-v{onnx_backend.INT8_VERSION}/*.onnx")
+    nodes = onnx.load(str(q8)).graph.node
+    plain = {n.name for n in nodes if n.op_type == "MatMul"}
+    kept = [n for n in plain if n.endswith("/output/dense/MatMul") and "attention" not in n]
+    assert sorted(kept) == ["/inner/encoder/layer.0/output/dense/MatMul",
+                            "/inner/encoder/layer.5/output/dense/MatMul"]
+    # every other weight multiplication is int8
+    assert sum(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in nodes) >= 30
+
+
+def test_an_index_of_an_older_int8_recipe_is_not_searched_with_the_new_one(monkeypatch):
+    from types import SimpleNamespace
+
+    from search.indexer import Indexer
+
+    embedder = SimpleNamespace(model_id="all-MiniLM-L6-v2", backend="onnx-int8")
+    now = Indexer(None, embedder, chunk_tokens=220, chunk_overlap=32).fingerprint
+    monkeypatch.setattr(onnx_backend, "INT8_VERSION", onnx_backend.INT8_VERSION - 1)
+    before = Indexer(None, embedder, chunk_tokens=220, chunk_overlap=32).fingerprint
+    assert now != before and now.endswith(f"|onnx-int8.v{onnx_backend.INT8_VERSION + 1}")
 
 
 def test_only_the_cpu_runs_onnx():
