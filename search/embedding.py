@@ -65,10 +65,9 @@ class SentenceTransformerEmbedder:
         self.path = resolve_model_path(name_or_path)
         self.device = device
         self.batch_size = batch_size
-        if backend != "torch" and cache_dir is None:
-            raise ValueError(f"the {backend} backend needs a cache_dir for its exported model")
         # The backend the vectors come from is part of their identity (search.indexer).
-        self.backend = effective_backend(backend, device=device, what="embedder")
+        self.backend = effective_backend(backend, device=device, what="embedder",
+                                         cache_dir=cache_dir)
         self.cache_dir = cache_dir
         if self.backend != "torch":
             from search.embedding_onnx import Unsupported, read_pipeline

@@ -64,12 +64,15 @@ def missing_runtime() -> str | None:
     return None
 
 
-def effective_backend(requested: str, *, device: str = "cpu", what: str = "model") -> str:
+def effective_backend(requested: str, *, device: str = "cpu", what: str = "model",
+                      cache_dir: Path | None = None) -> str:
     """The backend a model runs on: ``requested``, or torch (with one log line per reason and
     process) when ONNX Runtime is missing or the device is not the CPU (only the CPU provider
-    is used here)."""
+    is used here). The ONNX backends need ``cache_dir``, where the exports are kept."""
     if requested not in BACKENDS:
         raise ValueError(f"inference backend {requested!r} is not one of {', '.join(BACKENDS)}")
+    if requested != "torch" and cache_dir is None:
+        raise ValueError(f"the {requested} backend needs a cache_dir for its exported model")
     if requested == "torch":
         return "torch"
     reason = missing_runtime()

@@ -174,9 +174,7 @@ def _backend(requested: str, path: str, device: str, cache_dir: Path | None) -> 
     from search import rerank_model
     from search.onnx_backend import effective_backend
 
-    if requested != "torch" and cache_dir is None:
-        raise ValueError(f"the {requested} backend needs a cache_dir for its exported model")
-    backend = effective_backend(requested, device=device, what="reranker")
+    backend = effective_backend(requested, device=device, what="reranker", cache_dir=cache_dir)
     if backend != "torch" and not rerank_model.is_segment_reranker(path):
         log.warning("reranker %s runs on torch, not %s: only lorebot's own reranker (`lorebot "
                     "finetune reranker`) has an ONNX path", path, backend)

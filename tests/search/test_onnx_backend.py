@@ -136,10 +136,20 @@ def test_an_index_of_an_older_int8_recipe_is_not_searched_with_the_new_one(monke
     assert now != before and now.endswith(f"|onnx-int8.v{onnx_backend.INT8_VERSION + 1}")
 
 
-def test_only_the_cpu_runs_onnx():
-    assert onnx_backend.effective_backend("onnx-int8", device="cuda") == "torch"
+def test_only_the_cpu_runs_onnx(tmp_path):
+    assert onnx_backend.effective_backend("onnx-int8", device="cuda", cache_dir=tmp_path) == "torch"
     with pytest.raises(ValueError, match="not one of"):
         onnx_backend.effective_backend("tensorrt")
+
+
+def test_an_onnx_backend_without_an_export_cache_is_refused_by_name():
+    from search.rerank import CrossEncoderReranker
+
+    with pytest.raises(ValueError, match="onnx backend needs a cache_dir"):
+        SentenceTransformerEmbedder("all-MiniLM-L6-v2", backend="onnx")
+    with pytest.raises(ValueError, match="onnx-int8 backend needs a cache_dir"):
+        CrossEncoderReranker("all-MiniLM-L6-v2", backend="onnx-int8")
+    assert SentenceTransformerEmbedder("all-MiniLM-L6-v2").backend == "torch"  # torch needs none
 
 
 def test_segment_reranker_scores_match_torch(tmp_path, cache):
