@@ -214,6 +214,11 @@ class FinetuneSettings(BaseModel):
     )
     adapter_epochs: int = Field(20, ge=1, description="Adapter epochs (--epochs overrides).")
     adapter_learning_rate: float = Field(1e-3, gt=0, description="Adapter AdamW learning rate.")
+    adapter_fusion_folds: int = Field(
+        5, ge=0, description="Folds of the training queries the RRF dense weight that goes with "
+        "an adapter is fitted on (each fold ranked by an adapter trained on the others, since a "
+        "better dense list deserves more weight); 0 or 1: keep the configured weights."
+    )
     embedder_epochs: int = Field(1, ge=1, description="Embedder epochs (--epochs overrides).")
     embedder_batch_size: int = Field(
         32, ge=2, description="Queries per embedder step; the batch's other passages are its "

@@ -3,6 +3,12 @@
 The embedding model stays frozen and the corpus vectors stay as indexed; only the query vector is
 moved (``q' = normalise(q + q @ W + b)``, W and b trained by ``lorebot finetune adapter``), so
 promoting an adapter needs no re-embedding. Numpy only: loading an adapter never imports torch.
+
+An adapter also carries the dense weight it was fitted with (``dense_factor``, a multiplier on the
+configured RRF dense weight): moving the query vectors makes the dense list better, so the fusion
+that suited the base model under-trusts it. ``lorebot finetune adapter`` fits the factor on its
+training queries out of fold (search.finetune.fusion_fit); the retriever applies it while the
+adapter is in use, and a rollback drops it with the adapter.
 """
 
 from __future__ import annotations
@@ -18,11 +24,14 @@ ADAPTER_FILE = "adapter.npz"
 
 
 class QueryAdapter:
-    def __init__(self, weight: np.ndarray, bias: np.ndarray) -> None:
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, dense_factor: float = 1.0) -> None:
         if weight.ndim != 2 or weight.shape[0] != weight.shape[1] or bias.shape != (weight.shape[0],):
             raise ModelError(f"bad adapter shapes {weight.shape} and {bias.shape}")
+        if not (np.isfinite(dense_factor) and dense_factor > 0):
+            raise ModelError(f"bad adapter dense factor {dense_factor!r}: must be above 0")
         self.weight = weight.astype(np.float32)
         self.bias = bias.astype(np.float32)
+        self.dense_factor = float(dense_factor)
 
     @property
     def dim(self) -> int:
@@ -41,7 +50,8 @@ class QueryAdapter:
     def save(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / ADAPTER_FILE
-        np.savez(path, weight=self.weight, bias=self.bias)
+        np.savez(path, weight=self.weight, bias=self.bias,
+                 dense_factor=np.float32(self.dense_factor))
         return path
 
     @classmethod
@@ -49,7 +59,9 @@ class QueryAdapter:
         path = Path(directory) / ADAPTER_FILE
         try:
             with np.load(path) as data:
-                return cls(data["weight"], data["bias"])
+                # Adapters saved before the factor existed fused at the configured weights.
+                factor = float(data["dense_factor"]) if "dense_factor" in data.files else 1.0
+                return cls(data["weight"], data["bias"], factor)
         except (OSError, KeyError, ValueError) as exc:
             raise ModelError(f"cannot load query adapter {str(path)!r}: {exc}") from exc
 
@@ -67,6 +79,11 @@ class AdaptedEmbedder:
 
     def __getattr__(self, name):  # model_id, dim, tokenizer, max_tokens, warm_up, encode, ...
         return getattr(self.inner, name)
+
+    @property
+    def dense_factor(self) -> float:
+        """The multiplier on the RRF dense weight fitted with the adapter (1.0: as configured)."""
+        return self.adapter.dense_factor
 
     async def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         return await self.inner.embed_documents(texts)

@@ -138,19 +138,37 @@ class Retriever:
     def fusion_for(self, query: str) -> FusionWeights:
         """The RRF weights the hybrid and rerank modes use for ``query``, with the reason."""
         bm25, dense = self.weights
+        # A query adapter in use brings the dense weight it was fitted with (search.adapter).
+        factor = getattr(self.embedder, "dense_factor", 1.0)
+        dense *= factor
+        fitted = f"; dense x{factor:g}, fitted with the query adapter" if factor != 1.0 else ""
         if not self.language_aware:
-            return FusionWeights(bm25, dense, "configured weights (SEARCH__FUSION=fixed)")
+            return FusionWeights(bm25, dense, f"configured weights (SEARCH__FUSION=fixed){fitted}")
         model = getattr(self.embedder, "model_id", "")
         w = fusion_weights(
             clean_query(query), embedder=model, languages=embedder_languages(model, self.languages),
             bm25_weight=bm25, dense_weight=dense, weak_share=self.weak_share,
             weak_factor=self.weak_factor,
         )
+        if fitted:
+            w = dataclasses.replace(w, reason=w.reason + fitted)
         if getattr(self.index, "server_hybrid", None):
             # Said, not hidden: the cluster's search pipeline fuses with its own fixed weights.
             return dataclasses.replace(w, reason=w.reason + "; not applied: the cluster fuses "
                                        "(OPENSEARCH__SERVER_HYBRID)")
         return w
+
+    async def candidate_lists(
+        self, query: str, *, k: int | None = None, sources: Sequence[str] | None = None
+    ) -> tuple[list[Hit], list[Hit]]:
+        """The BM25 and k-NN lists hybrid mode fuses (``candidates`` deep unless ``k`` is larger),
+        so a caller can fuse them with other weights (:meth:`fuse`) without searching again."""
+        return await self._candidates(clean_query(query), max(self.candidates, k or 0), sources)
+
+    def fuse(self, lexical: Sequence[Hit], semantic: Sequence[Hit],
+             weights: tuple[float, float]) -> list[Hit]:
+        """RRF of the two lists at ``weights`` (bm25, dense), as hybrid mode fuses them."""
+        return self._fuse([list(lexical), list(semantic)], k=self.rrf_k, weights=weights)
 
     async def _candidates(
         self, query: str, depth: int, sources: Sequence[str] | None

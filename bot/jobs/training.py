@@ -80,6 +80,8 @@ def _phase_text(job: Job) -> str:
         return f"validating the {which} model, {count} queries"
     if job.phase == "re-embedding":
         return f"re-embedding the index with the candidate, {count}"
+    if job.phase == "fitting fusion":
+        return f"fitting the adapter's fusion weight, fold {count}"
     if job.phase == "indexing dataset":
         return "indexing the dataset"
     if job.phase == "promoting":

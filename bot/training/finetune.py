@@ -68,7 +68,8 @@ async def finetune(settings: Settings, kind: str, *, dataset: str | Path | None 
     what to do when there is no training data or the backend cannot take the candidate.
 
     ``progress(phase, done, total)``: phases "indexing dataset", "mining", "training",
-    "re-embedding", "validating active", "validating candidate", "promoting".
+    "fitting fusion" (an adapter), "re-embedding", "validating active", "validating candidate",
+    "promoting".
     """
     from bot.runtime.factories import model_registry
     from bot.runtime.services import build_services
@@ -105,7 +106,7 @@ async def finetune(settings: Settings, kind: str, *, dataset: str | Path | None 
              f"queries (drawn at random) and {len(sets['guard'])} guard queries (about "
              f"{len(split_.guard_docs)} documents no other query is about)")
         examples = await _mine(args, services, data, train_q, settings)
-        candidate, trained = await _train(args, settings, registry, services, examples)
+        candidate, trained = await _train(args, settings, registry, services, data, examples)
         before = await gate_eval(args, services.retriever, data, sets, "active")
         blend = None
         try:
@@ -256,7 +257,7 @@ def _corpus_lookup(path: Path) -> dict[str, tuple[str, str]]:
     return out
 
 
-async def _train(args, settings, registry, services, examples):
+async def _train(args, settings, registry, services, data, examples):
     """Train the candidate, register it, and return it with a retriever that uses it."""
     from bot.runtime.factories import new_reranker, new_retriever
     from search.finetune.data import digest
@@ -310,12 +311,18 @@ async def _train(args, settings, registry, services, examples):
         # The adapter learns on the base model's query vectors, as it will see them at query time.
         qvecs = await base_embedder.embed_documents([e.query for e in examples])
         query_vectors = {e.qid: v for e, v in zip(examples, qvecs)}
+        lookup = await vector_lookup(services, base_embedder, examples)
         # Reads stored vectors from SQLite: off the event loop (a bot may be running on it).
-        vex = await asyncio.to_thread(vector_examples, examples,
-                                      await vector_lookup(services, base_embedder, examples),
-                                      query_vectors)
+        vex = await asyncio.to_thread(vector_examples, examples, lookup, query_vectors)
         adapter, stats = await run_training(args, "training adapter", train_adapter, vex,
                                          config=config)
+        if f.adapter_fusion_folds >= 2:
+            from bot.training.adapter_fusion import fit_dense_factor
+
+            adapter.dense_factor, fit = await fit_dense_factor(
+                args, settings, services, data, base_embedder, examples, lookup, query_vectors,
+                config)
+            stats = {**stats, **fit}
         adapter.save(out)
         retriever = new_retriever(settings, services.index,
                                   AdaptedEmbedder(base_embedder, adapter), services.reranker)

@@ -79,7 +79,7 @@ async def gate_eval(args, retriever, data, sets: dict[str, list[str]], label) ->
     queries = {q: data["queries"][q] for q in every}
     qrels = {q: data["qrels"][q] for q in every}
     mode = retriever.default_mode
-    sources = _sources(args, data)
+    sources = search_sources(args, data)
     result = await with_progress(args, f"validating {label}", f"validating {label} ({mode})",
                              len(queries),
                              lambda tick: evaluate(retriever, queries, qrels, [mode], depth=10,
@@ -111,7 +111,7 @@ def verdict(before: dict, after: dict, *, min_gain: float, seed: int) -> dict:
     return out
 
 
-def _sources(args, data) -> list[str] | None:
+def search_sources(args, data) -> list[str] | None:
     """A dataset is searched within its own corpus; feedback queries search everything."""
     if args.dataset is None:
         return None
@@ -150,7 +150,7 @@ async def gate_reranker(args, settings, services, data, sets: dict[str, list[str
             lambda reranker: new_retriever(settings, services.index, services.embedder,
                                            reranker, default_mode="rerank"),
             new_reranker(settings, str(model_dir)), queries, qrels, key=data["key"],
-            sources=_sources(args, data), fetch_k=GATE_FETCH, progress=tick))
+            sources=search_sources(args, data), fetch_k=GATE_FETCH, progress=tick))
     held = [q for q in sets["heldout"] if q in per_blend[BLENDS[0]]]
     half_a, half_b = random_halves(held, settings.finetune.seed)
     blend_a = best_blend(per_blend, half_b or half_a)

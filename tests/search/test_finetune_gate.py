@@ -109,3 +109,52 @@ async def test_a_zero_step_adapter_gains_nothing_and_is_refused(gate_env, monkey
     assert reg.active("adapter") is None
     assert cand.metrics["gate"]["heldout"]["passed"] is False
     assert cand.metrics["gate"]["guard"]["passed"] is True
+
+
+@pytest.mark.slow
+async def test_the_adapter_fits_its_fusion_weight_out_of_fold_and_never_on_a_gate_query(
+        gate_env, monkeypatch, capsys):
+    """Each fold of the training queries is ranked by an adapter trained on the other folds;
+    no fold adapter sees a held-out or guard question; the factor is saved with the adapter and
+    recorded with the candidate."""
+    from bot.cli.finetune import run_finetune
+    from bot.runtime.factories import model_registry
+    from bot.settings import Settings
+    import search.finetune.adapter as adapter_training
+    from search.finetune.fusion_fit import FACTORS
+
+    monkeypatch.setenv("LOREBOT_SEARCH__DEFAULT_MODE", "hybrid")
+    monkeypatch.setenv("LOREBOT_FINETUNE__ADAPTER_FUSION_FOLDS", "3")
+    trained_on: list[list[str]] = []
+    real = adapter_training.vector_examples
+
+    def spy(examples, vectors, query_vectors):
+        trained_on.append([e.qid for e in examples])
+        return real(examples, vectors, query_vectors)
+
+    monkeypatch.setattr(adapter_training, "vector_examples", spy)
+    settings = Settings(_env_file=None)
+    assert await run_finetune(_args(gate_env), settings) == 0
+    out = json.loads(capsys.readouterr().out)
+    f = settings.finetune
+    qrels = {q: {d: 1} for q, d in _tiny_qrels(gate_env).items()}
+    split = split_for_gate(qrels, guard_fraction=f.val_fraction,
+                           heldout_fraction=f.heldout_fraction, seed=f.seed)
+    everything, *fold_sets = trained_on
+    assert sorted(everything) == sorted(split.train) and len(fold_sets) == 3
+    ranked = [set(everything) - set(s) for s in fold_sets]  # each fold: what it did not train on
+    assert all(ranked) and set().union(*ranked) == set(everything)
+    assert sum(len(r) for r in ranked) == len(everything)  # each query ranked by one fold
+    gate = set(split.heldout) | set(split.guard)
+    assert not gate & {q for s in trained_on for q in s}
+    cand = model_registry(settings).candidates("adapter")[0]
+    assert cand.id == out["candidate"]
+    factor = cand.settings["dense_factor"]
+    assert factor in FACTORS and cand.settings["fusion_fit_queries"] == len(everything)
+    assert set(cand.settings["fusion_fit_ndcg@10"]) == {f"{x:g}" for x in FACTORS}
+    assert QueryAdapter.load(model_registry(settings).path(cand.id)).dense_factor == factor
+
+
+def _tiny_qrels(root) -> dict[str, str]:
+    rows = (root / "qrels" / "train.tsv").read_text().splitlines()[1:]
+    return {q: d for q, d, _g in (r.split("\t") for r in rows)}

@@ -1,0 +1,129 @@
+"""The RRF dense weight fitted with a query adapter (search.finetune.fusion_fit), and the retriever
+applying it while the adapter is in use (search.adapter, search.retriever)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from search.adapter import ADAPTER_FILE, AdaptedEmbedder, QueryAdapter
+from search.errors import ModelError
+from search.finetune.fusion_fit import FACTORS, best_factor, factor_scores, folds
+from search.fusion import reciprocal_rank_fusion
+from search.models import Hit
+from search.retriever import Retriever
+
+
+def _hit(doc: str) -> Hit:
+    return Hit(chunk_id=f"{doc}#0", doc_id=doc, source="s", title=doc, text=doc, score=1.0)
+
+
+def _fuse(lexical, semantic, weights):
+    return reciprocal_rank_fusion([lexical, semantic], k=60, weights=weights)
+
+
+def test_folds_split_every_query_once_and_do_not_depend_on_order():
+    qids = [f"q{i}" for i in range(23)]
+    parts = folds(qids, 5, seed=13)
+    assert len(parts) == 5 and sorted(q for p in parts for q in p) == sorted(qids)
+    assert {len(p) for p in parts} <= {4, 5}
+    assert folds(list(reversed(qids)), 5, seed=13) == parts
+    assert folds(qids, 5, seed=14) != parts
+    with pytest.raises(ValueError):
+        folds(qids, 1, seed=13)
+
+
+def _lists(right: str, n: int = 12):
+    """Per query: the relevant document is first in one list (``right``: "dense" or "bm25") and
+    absent from the other, whose documents are all different."""
+    out, qrels = {}, {}
+    for i in range(n):
+        rel = f"rel{i}"
+        found = [_hit(rel), *(_hit(f"a{i}-{j}") for j in range(5))]
+        missed = [_hit(f"b{i}-{j}") for j in range(6)]
+        lexical, semantic = (found, missed) if right == "bm25" else (missed, found)
+        out[f"q{i}"] = (lexical, semantic, (1.0, 1.0))
+        qrels[f"q{i}"] = {rel: 1}
+    return out, qrels
+
+
+def test_a_better_dense_list_earns_more_weight_and_a_worse_one_none():
+    key = lambda h: h.doc_id  # noqa: E731
+    # Equal weights tie the two lists' first documents, and a tie keeps BM25's first.
+    lists, qrels = _lists("dense")
+    scores = factor_scores(lists, qrels, fuse=_fuse, key=key)
+    assert set(scores) == set(FACTORS)
+    assert scores[1.0] < 1.0 and scores[1.25] == scores[3.0] == 1.0
+    assert best_factor(scores) == 1.25  # the best, nearest the configured weights
+    lists, qrels = _lists("bm25")
+    scores = factor_scores(lists, qrels, fuse=_fuse, key=key)
+    assert scores[0.5] == scores[1.0] == 1.0 and scores[2.0] < 1.0
+    assert best_factor(scores) == 1.0
+
+
+def test_factor_scores_use_the_weights_each_query_was_given():
+    """A query whose dense weight is already 0 (a script the embedder does not know) stays at 0
+    whatever the factor: the factor multiplies, it does not replace."""
+    lists, qrels = _lists("dense", n=3)
+    lists = {q: (lex, sem, (1.0, 0.0)) for q, (lex, sem, _w) in lists.items()}
+    scores = factor_scores(lists, qrels, fuse=_fuse, key=lambda h: h.doc_id)
+    assert len(set(scores.values())) == 1
+
+
+def test_ties_keep_the_configured_weights():
+    assert best_factor({0.5: 0.7, 1.0: 0.7, 2.0: 0.7}) == 1.0
+    assert best_factor({0.5: 0.7, 1.0: 0.6, 1.5: 0.7}) == 0.5  # equally far: the smaller
+    assert best_factor({1.0: 0.6, 2.0: 0.61, 3.0: 0.605}) == 2.0
+    with pytest.raises(ValueError):
+        factor_scores({}, {}, fuse=_fuse, key=lambda h: h.doc_id)
+
+
+def test_an_adapter_keeps_its_factor_and_an_older_one_loads_at_the_configured_weights(tmp_path):
+    dim = 4
+    adapter = QueryAdapter(np.zeros((dim, dim), np.float32), np.zeros(dim, np.float32), 2.0)
+    adapter.save(tmp_path / "new")
+    assert QueryAdapter.load(tmp_path / "new").dense_factor == 2.0
+    (tmp_path / "old").mkdir()
+    np.savez(tmp_path / "old" / ADAPTER_FILE, weight=np.zeros((dim, dim), np.float32),
+             bias=np.zeros(dim, np.float32))
+    assert QueryAdapter.load(tmp_path / "old").dense_factor == 1.0
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ModelError, match="dense factor"):
+            QueryAdapter(np.zeros((dim, dim), np.float32), np.zeros(dim, np.float32), bad)
+
+
+class _ListsIndex:
+    """BM25 has the wrong document first; k-NN has the right one first."""
+
+    async def bm25(self, query, k, sources=None):
+        return [_hit("wrong"), _hit("x1"), _hit("x2"), _hit("right")]
+
+    async def knn(self, vector, k, sources=None):
+        return [_hit("right"), _hit("x3"), _hit("x4"), _hit("wrong")]
+
+
+async def test_the_retriever_fuses_with_the_factor_of_the_adapter_in_use():
+    inner = SimpleNamespace(model_id="all-MiniLM-L6-v2")
+
+    async def embed_query(text):
+        return np.ones(4, np.float32) / 2
+
+    inner.embed_query = embed_query
+    adapter = QueryAdapter(np.zeros((4, 4), np.float32), np.zeros(4, np.float32), 2.0)
+    plain = Retriever(_ListsIndex(), inner, dense_weight=0.8)
+    adapted = Retriever(_ListsIndex(), AdaptedEmbedder(inner, adapter), dense_weight=0.8)
+    assert plain.fusion_for("q").dense == pytest.approx(0.8)
+    w = adapted.fusion_for("q")
+    assert w.dense == pytest.approx(1.6) and "dense x2, fitted with the query adapter" in w.reason
+    # At 0.8 BM25's first document wins the fusion; at the adapter's 1.6, the k-NN's.
+    assert (await plain.search("q", mode="hybrid", k=1))[0].doc_id == "wrong"
+    assert (await adapted.search("q", mode="hybrid", k=1))[0].doc_id == "right"
+    # A rollback (the base embedder back) drops the factor with the adapter.
+    adapted.use_models(inner, None)
+    assert adapted.fusion_for("q").dense == pytest.approx(0.8)
+    fixed = Retriever(_ListsIndex(), AdaptedEmbedder(inner, adapter), language_aware=False)
+    assert fixed.fusion_for("q").dense == pytest.approx(2.0)
+    lexical, semantic = await adapted.candidate_lists("q", k=3)
+    assert adapted.fuse(lexical, semantic, (1.0, 2.0))[0].doc_id == "right"
