@@ -55,7 +55,8 @@ async def run_finetune(args, settings: Settings | None = None) -> int:
                             epochs=args.epochs, max_steps=args.max_steps, force=args.force,
                             say=say, questions=getattr(args, "questions", None))
     if args.json:
-        print_json({k: result[k] for k in RESULT_KEYS})
+        # A reranker's fitted blend and an adapter's fitted dense weight, when there is one.
+        print_json({k: result[k] for k in (*RESULT_KEYS, "blend", "dense_factor") if k in result})
     else:
         from bot.jobs.training import gate_table, verdict_text
 

@@ -144,7 +144,9 @@ async def finetune(settings: Settings, kind: str, *, dataset: str | Path | None 
             "promoted": promoted, "gain": round(gain, 4), "min_gain": f.min_gain,
             "gate_passed": passed, "validation_queries": len(sets["heldout"]),
             "guard_queries": len(sets["guard"]), "training_seconds": candidate.training_seconds,
-            **({"blend": blend["blend"]} if blend else {})}
+            **({"blend": blend["blend"]} if blend else {}),
+            **({"dense_factor": candidate.settings["dense_factor"]}
+               if "dense_factor" in candidate.settings else {})}
 
 
 def gate_text(gate: dict) -> str:

@@ -188,7 +188,9 @@ def test_the_command_options_parse_and_the_table_renders():
     assert "over 40 queries: [+0.0110, +0.0520]: gains" in text
     assert "guard     nDCG@10    0.6000     0.5960  -0.0040" in text
     assert "over 30 queries: [-0.0300, +0.0210]: no harm" in text
+    assert "dense weight" not in text
     refused = result_text({"candidate": "adapter-1", "kind": "adapter", "promoted": False,
+                           "dense_factor": 2.0,
                            "gate_passed": False, "min_gain": 0.005, "before": metrics,
                            "after": metrics, "guard": {"before": metrics, "after": metrics},
                            "gate": {"heldout": {**gate["heldout"], "passed": True},
@@ -196,3 +198,5 @@ def test_the_command_options_parse_and_the_table_renders():
                                               "high": -0.02, "passed": False}}})
     assert "`adapter-1` refused: the guard loses beyond its noise (95% interval " \
            "[-0.0800, -0.0200] below zero)" in refused
+    assert "fuses with the dense weight x2, fitted on its training questions out of fold" \
+        in refused

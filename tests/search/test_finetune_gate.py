@@ -153,6 +153,7 @@ async def test_the_adapter_fits_its_fusion_weight_out_of_fold_and_never_on_a_gat
     assert factor in FACTORS and cand.settings["fusion_fit_queries"] == len(everything)
     assert set(cand.settings["fusion_fit_ndcg@10"]) == {f"{x:g}" for x in FACTORS}
     assert QueryAdapter.load(model_registry(settings).path(cand.id)).dense_factor == factor
+    assert out["dense_factor"] == factor  # in `--json`, and in the Slack summary
 
 
 def _tiny_qrels(root) -> dict[str, str]:
