@@ -219,6 +219,11 @@ class FinetuneSettings(BaseModel):
         "an adapter is fitted on (each fold ranked by an adapter trained on the others, since a "
         "better dense list deserves more weight); 0 or 1: keep the configured weights."
     )
+    embedder_fit_fusion: bool = Field(
+        True, description="Fit the RRF dense weight that goes with a fine-tuned embedder on the "
+        "gate's held-out questions (cross-fitted, so the gate does not grade its own fitting); "
+        "false: the configured weights."
+    )
     embedder_epochs: int = Field(1, ge=1, description="Embedder epochs (--epochs overrides).")
     embedder_batch_size: int = Field(
         32, ge=2, description="Queries per embedder step; the batch's other passages are its "

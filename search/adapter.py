@@ -82,8 +82,9 @@ class AdaptedEmbedder:
 
     @property
     def dense_factor(self) -> float:
-        """The multiplier on the RRF dense weight fitted with the adapter (1.0: as configured)."""
-        return self.adapter.dense_factor
+        """The multiplier on the RRF dense weight: the wrapped embedder's (a fine-tuned one may
+        bring its own) times the one fitted with the adapter, which was fitted on top of it."""
+        return getattr(self.inner, "dense_factor", 1.0) * self.adapter.dense_factor
 
     async def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         return await self.inner.embed_documents(texts)

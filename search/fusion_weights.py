@@ -162,3 +162,30 @@ def fusion_weights(
     reason = (f"query is {foreign_share:.0%} {label}; embedder {embedder} knows "
               f"{', '.join(languages) or 'no listed language'}")
     return FusionWeights(bm25_weight, dense_weight * weak_factor, reason, dense_is_weak=True)
+
+
+# A fine-tuned embedder's fitted RRF dense weight, saved in its model directory by the gate
+# (bot.training.gate.gate_embedder) and read back by whatever loads the model.
+FACTOR_FILE = "lorebot_fusion.json"
+
+
+def saved_dense_factor(model: str) -> float:
+    """The dense-weight factor saved with a model directory; 1.0 for anything else (a model
+    name, a directory without the file, a file that cannot be read: the configured weights)."""
+    import json
+    from pathlib import Path
+
+    path = Path(model) / FACTOR_FILE
+    try:
+        factor = float(json.loads(path.read_text(encoding="utf-8"))["dense_factor"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 1.0
+    return factor if factor > 0 and factor == factor and factor != float("inf") else 1.0
+
+
+def save_dense_factor(model_dir, factor: float, **about) -> None:
+    import json
+    from pathlib import Path
+
+    (Path(model_dir) / FACTOR_FILE).write_text(
+        json.dumps({"dense_factor": factor, **about}, indent=1), encoding="utf-8")

@@ -138,10 +138,12 @@ class Retriever:
     def fusion_for(self, query: str) -> FusionWeights:
         """The RRF weights the hybrid and rerank modes use for ``query``, with the reason."""
         bm25, dense = self.weights
-        # A query adapter in use brings the dense weight it was fitted with (search.adapter).
+        # A fine-tuned embedder or query adapter in use brings the dense weight it was fitted
+        # with (search.adapter, bot.runtime.factories.new_embedder).
         factor = getattr(self.embedder, "dense_factor", 1.0)
         dense *= factor
-        fitted = f"; dense x{factor:g}, fitted with the query adapter" if factor != 1.0 else ""
+        fitted = (f"; dense x{factor:.3g}, fitted with the fine-tuned models in use"
+                  if factor != 1.0 else "")
         if not self.language_aware:
             return FusionWeights(bm25, dense, f"configured weights (SEARCH__FUSION=fixed){fitted}")
         model = getattr(self.embedder, "model_id", "")

@@ -158,6 +158,7 @@ def result_text(result: dict, *, requested: str = "") -> str:
              f"at random) and {result.get('guard_queries', '?')} guard questions (about documents "
              f"no training question is about){mode}{requested}.")
     if (factor := result.get("dense_factor")) is not None:
-        where += (f" The adapter fuses with the dense weight x{factor:g}, fitted on its training "
-                  "questions out of fold.")
+        where += (f" The {kind} fuses with the dense weight x{factor:g}, fitted "
+                  + ("on the held-out questions (their figure cross-fitted)." if kind == "embedder"
+                     else "on its training questions out of fold."))
     return "\n".join([head, where, "```", gate_table(result), "```"])

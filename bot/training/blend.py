@@ -84,12 +84,15 @@ async def per_blend_metrics(
     return out
 
 
-def best_blend(per_blend: PerBlend, qids: Sequence[str], metric: str = "ndcg@10") -> float:
-    """The blend with the best mean ``metric`` over ``qids``; the smaller weight on a tie."""
+def best_blend(per_blend: PerBlend, qids: Sequence[str], metric: str = "ndcg@10",
+               neutral: float = 0.0) -> float:
+    """The blend (or any setting ``per_blend`` is keyed by) with the best mean ``metric`` over
+    ``qids``; on a tie the one nearest ``neutral`` (the setting that changes nothing: blend 0,
+    dense factor 1), the smaller of two equally near."""
     def mean(blend: float) -> float:
         return round(sum(per_blend[blend][q][metric] for q in qids) / len(qids), 10)
 
-    return max(sorted(per_blend), key=lambda b: (mean(b), -b))
+    return max(sorted(per_blend), key=lambda b: (mean(b), -abs(b - neutral)))
 
 
 def cross_fitted(

@@ -27,6 +27,7 @@ from bot.console import CliError
 from bot.settings import Settings
 from bot.training.gate import (
     candidate_retriever,
+    gate_embedder,
     gate_eval,
     gate_reranker,
     vector_lookup,
@@ -108,10 +109,13 @@ async def finetune(settings: Settings, kind: str, *, dataset: str | Path | None 
         examples = await _mine(args, services, data, train_q, settings)
         candidate, trained = await _train(args, settings, registry, services, data, examples)
         before = await gate_eval(args, services.retriever, data, sets, "active")
-        blend = None
+        blend = fusion = None
         try:
             if candidate.kind == "reranker":
                 after, blend = await gate_reranker(args, settings, services, data, sets,
+                                                    registry.path(candidate.id))
+            elif candidate.kind == "embedder" and f.embedder_fit_fusion:
+                after, fusion = await gate_embedder(args, settings, trained, data, sets,
                                                     registry.path(candidate.id))
             else:
                 after = await gate_eval(args, trained, data, sets, "candidate")
@@ -130,7 +134,8 @@ async def finetune(settings: Settings, kind: str, *, dataset: str | Path | None 
                                            "gain_ndcg@10": gain, "gate_passed": passed,
                                            "validation_queries": len(sets["heldout"]),
                                            "guard_queries": len(sets["guard"]),
-                                           **({"blend": blend} if blend else {})})
+                                           **({"blend": blend} if blend else {}),
+                                           **({"fusion": fusion} if fusion else {})})
     if promoted and candidate.kind == "embedder":
         from bot.training.promotion import promote_embedder
 
@@ -145,7 +150,8 @@ async def finetune(settings: Settings, kind: str, *, dataset: str | Path | None 
             "gate_passed": passed, "validation_queries": len(sets["heldout"]),
             "guard_queries": len(sets["guard"]), "training_seconds": candidate.training_seconds,
             **({"blend": blend["blend"]} if blend else {}),
-            **({"dense_factor": candidate.settings["dense_factor"]}
+            **({"dense_factor": fusion["dense_factor"]} if fusion else
+               {"dense_factor": candidate.settings["dense_factor"]}
                if "dense_factor" in candidate.settings else {})}
 
 

@@ -73,6 +73,13 @@ async def vector_lookup(services, embedder, examples):
 async def gate_eval(args, retriever, data, sets: dict[str, list[str]], label) -> dict:
     """Each question set's metrics and per-query nDCG@10, from one evaluation of all of them:
     {set name: {"metrics": {...}, "ndcg": {qid: nDCG@10}}}."""
+    per_query = await _per_query(args, retriever, data, sets, label)
+    return {name: _summary(retriever.default_mode, [per_query[q] for q in qids], qids)
+            for name, qids in sets.items()}
+
+
+async def _per_query(args, retriever, data, sets: dict[str, list[str]], label) -> dict:
+    """Per-query metrics of every question of ``sets`` ranked by ``retriever``."""
     from search.evaluation import evaluate
 
     every = [q for qids in sets.values() for q in qids]
@@ -80,15 +87,13 @@ async def gate_eval(args, retriever, data, sets: dict[str, list[str]], label) ->
     qrels = {q: data["qrels"][q] for q in every}
     mode = retriever.default_mode
     sources = search_sources(args, data)
-    result = await with_progress(args, f"validating {label}", f"validating {label} ({mode})",
-                             len(queries),
+    phase = "validating candidate" if label.startswith("candidate") else f"validating {label}"
+    result = await with_progress(args, phase, f"validating {label} ({mode})", len(queries),
                              lambda tick: evaluate(retriever, queries, qrels, [mode], depth=10,
                                                    fetch_k=GATE_FETCH, key=data["key"],
                                                    sources=sources,
                                                    progress=lambda m, d, t: tick(d, t)))
-    per_query = result.per_query[mode]
-    return {name: _summary(mode, [per_query[q] for q in qids], qids)
-            for name, qids in sets.items()}
+    return result.per_query[mode]
 
 
 def _summary(mode: str, rows: list[dict], qids: list[str]) -> dict:
@@ -138,7 +143,7 @@ async def gate_reranker(args, settings, services, data, sets: dict[str, list[str
     half ranked with the blend best on the other half), and the guard is ranked with the blend
     best on all held-out questions, so no figure grades the fitting it came from."""
     from bot.runtime.factories import new_reranker, new_retriever
-    from bot.training.blend import BLENDS, best_blend, per_blend_metrics
+    from bot.training.blend import per_blend_metrics
     from search import rerank_model
 
     every = [q for qids in sets.values() for q in qids]
@@ -151,18 +156,10 @@ async def gate_reranker(args, settings, services, data, sets: dict[str, list[str
                                            reranker, default_mode="rerank"),
             new_reranker(settings, str(model_dir)), queries, qrels, key=data["key"],
             sources=search_sources(args, data), fetch_k=GATE_FETCH, progress=tick))
-    held = [q for q in sets["heldout"] if q in per_blend[BLENDS[0]]]
-    half_a, half_b = random_halves(held, settings.finetune.seed)
-    blend_a = best_blend(per_blend, half_b or half_a)
-    blend_b = best_blend(per_blend, half_a or half_b)
-    blend = best_blend(per_blend, held)
+    out, blend, (blend_a, blend_b), by = cross_fit(per_blend, sets, settings.finetune.seed,
+                                                   "rerank", neutral=0.0)
     rerank_model.set_blend(model_dir, blend)
-    chosen = {**{q: blend_a for q in half_a}, **{q: blend_b for q in half_b}}
-    out = {"heldout": _summary("rerank", [per_blend[chosen[q]][q] for q in held], held)}
-    guard = [q for q in sets["guard"] if q in per_blend[blend]]
-    out["guard"] = _summary("rerank", [per_blend[blend][q] for q in guard], guard)
-    by_blend = {f"{b:.1f}": round(sum(per_blend[b][q]["ndcg@10"] for q in held)
-                                  / max(len(held), 1), 4) for b in BLENDS}
+    by_blend = {f"{b:.1f}": v for b, v in by.items()}
     say(args, f"blend {blend:.1f} (held-out nDCG@10 by blend: fused order "
          f"{by_blend['0.0']:.4f}, reranker alone {by_blend['1.0']:.4f}, "
          f"{by_blend[f'{blend:.1f}']:.4f} at {blend:.1f}); the gate's held-out figure is "
@@ -170,3 +167,61 @@ async def gate_reranker(args, settings, services, data, sets: dict[str, list[str
          f"guard is ranked at {blend:.1f}")
     return out, {"blend": blend, "half_blends": [blend_a, blend_b],
                  "ndcg@10_by_blend": by_blend}
+
+
+def cross_fit(per: dict, sets: dict[str, list[str]], seed: int, mode: str, *,
+              neutral: float):
+    """The gate's figures for a setting fitted on the held-out questions (a reranker's blend, an
+    embedder's dense factor), without grading its own fitting: each random half of the held-out
+    questions is ranked with the setting best on the other half, the guard with the one best on
+    all of them. ``per[setting][qid]``: per-query metrics; ``neutral``: the setting that changes
+    nothing, preferred on a tie. Returns (figures as :func:`gate_eval`'s, the setting best on
+    all held-out questions, the two halves' settings, held-out nDCG@10 by setting)."""
+    from bot.training.blend import best_blend
+
+    first = next(iter(per.values()))
+    held = [q for q in sets["heldout"] if q in first]
+    half_a, half_b = random_halves(held, seed)
+    a = best_blend(per, half_b or half_a, neutral=neutral)
+    b = best_blend(per, half_a or half_b, neutral=neutral)
+    best = best_blend(per, held, neutral=neutral)
+    chosen = {**{q: a for q in half_a}, **{q: b for q in half_b}}
+    out = {"heldout": _summary(mode, [per[chosen[q]][q] for q in held], held)}
+    guard = [q for q in sets["guard"] if q in per[best]]
+    out["guard"] = _summary(mode, [per[best][q] for q in guard], guard)
+    by = {x: round(sum(per[x][q]["ndcg@10"] for q in held) / max(len(held), 1), 4)
+          for x in sorted(per)}
+    return out, best, (a, b), by
+
+
+async def gate_embedder(args, settings, retriever, data, sets: dict[str, list[str]],
+                        model_dir: Path):
+    """The candidate embedder's gate figures (as :func:`gate_eval`) with the RRF dense weight
+    that goes with it, and that factor (saved in ``model_dir``).
+
+    A fine-tuned embedder's dense list is better, so the equal-weight fusion that suited the
+    base model under-trusts it. The factor cannot be fitted on its training queries (it learned
+    them) nor out of fold (that would train several embedders), so it is fitted on the held-out
+    questions and cross-fitted there (:func:`cross_fit`), as a reranker's blend is."""
+    from search.finetune.fusion_fit import FACTORS
+    from search.fusion_weights import save_dense_factor
+
+    mode = retriever.default_mode
+    if mode not in ("hybrid", "rerank"):  # nothing is fused: the factor would change nothing
+        return await gate_eval(args, retriever, data, sets, "candidate"), None
+    embedder = retriever.embedder
+    per = {}
+    for factor in FACTORS:
+        embedder.dense_factor = factor
+        per[factor] = await _per_query(args, retriever, data, sets,
+                                       f"candidate, dense x{factor:g}")
+    out, best, (a, b), by = cross_fit(per, sets, settings.finetune.seed, mode, neutral=1.0)
+    embedder.dense_factor = best
+    save_dense_factor(model_dir, best, fitted_on="held-out questions",
+                      **{"ndcg@10_by_factor": {f"{x:g}": v for x, v in by.items()}})
+    say(args, f"fusion: dense weight x{best:g} (held-out nDCG@10 by factor: "
+         + ", ".join(f"x{x:g} {v:.4f}" for x, v in by.items())
+         + f"); the gate's held-out figure is cross-fitted (random halves ranked at x{a:g} and "
+         f"x{b:g}), the guard is ranked at x{best:g}")
+    return out, {"dense_factor": best, "half_factors": [a, b],
+                 "ndcg@10_by_factor": {f"{x:g}": v for x, v in by.items()}}

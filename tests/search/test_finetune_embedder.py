@@ -176,9 +176,20 @@ async def test_gate_refuses_bad_candidate_force_promotes_reembeds_and_rollback_r
     _assert_vectors_of(live, cand)  # embedded at promotion
     _assert_vectors_of(gate_index, cand)  # taken from the gate's candidate index
     assert not _same_vectors(_stored(live), live_before)
+    # The gate fitted the RRF dense weight that goes with it (on the held-out questions), saved
+    # it with the model, and every process that loads the model fuses with it.
+    from search.finetune.fusion_fit import FACTORS
+    from search.fusion_weights import saved_dense_factor
+
+    factor = out["dense_factor"]
+    assert factor in FACTORS and saved_dense_factor(cand_id) == factor
+    fit = reg.get(out["candidate"]).metrics["fusion"]
+    assert fit["dense_factor"] == factor and set(fit["ndcg@10_by_factor"]) == {
+        f"{x:g}" for x in FACTORS}
     # Queries now use the candidate with the re-embedded index.
     async with build_services(settings, with_llm=False) as services:
         assert services.embedder.model_id == cand_id
+        assert services.retriever.fusion_for("parking").dense == pytest.approx(factor)
         hits = await services.retriever.search("who issues parking permits", mode="dense", k=3)
         query = cand.encode(["who issues parking permits"])[0]
         assert hits and hits[0].doc_id == "kb:parking"
@@ -211,6 +222,7 @@ async def test_gate_refuses_bad_candidate_force_promotes_reembeds_and_rollback_r
     _assert_vectors_of(gate_index, base)
     async with build_services(settings, with_llm=False) as services:
         assert services.embedder.model_id == BASE
+        assert services.retriever.fusion_for("parking").dense == 1.0
         hits = await services.retriever.search("who issues parking permits", mode="dense", k=1)
         assert hits[0].doc_id == "kb:parking"
 

@@ -116,7 +116,7 @@ async def test_the_retriever_fuses_with_the_factor_of_the_adapter_in_use():
     adapted = Retriever(_ListsIndex(), AdaptedEmbedder(inner, adapter), dense_weight=0.8)
     assert plain.fusion_for("q").dense == pytest.approx(0.8)
     w = adapted.fusion_for("q")
-    assert w.dense == pytest.approx(1.6) and "dense x2, fitted with the query adapter" in w.reason
+    assert w.dense == pytest.approx(1.6) and "dense x2, fitted with the fine-tuned models in use" in w.reason
     # At 0.8 BM25's first document wins the fusion; at the adapter's 1.6, the k-NN's.
     assert (await plain.search("q", mode="hybrid", k=1))[0].doc_id == "wrong"
     assert (await adapted.search("q", mode="hybrid", k=1))[0].doc_id == "right"
@@ -127,3 +127,54 @@ async def test_the_retriever_fuses_with_the_factor_of_the_adapter_in_use():
     assert fixed.fusion_for("q").dense == pytest.approx(2.0)
     lexical, semantic = await adapted.candidate_lists("q", k=3)
     assert adapted.fuse(lexical, semantic, (1.0, 2.0))[0].doc_id == "right"
+
+
+def test_a_saved_factor_is_read_back_and_anything_else_means_the_configured_weights(tmp_path):
+    from search.fusion_weights import FACTOR_FILE, save_dense_factor, saved_dense_factor
+
+    save_dense_factor(tmp_path, 1.5, fitted_on="held-out questions")
+    assert saved_dense_factor(str(tmp_path)) == 1.5
+    assert saved_dense_factor("all-MiniLM-L6-v2") == 1.0  # a model name, not a directory
+    for bad in ("{", '{"dense_factor": "x"}', '{"dense_factor": -2}', '{"dense_factor": NaN}',
+                "[]"):
+        (tmp_path / FACTOR_FILE).write_text(bad)
+        assert saved_dense_factor(str(tmp_path)) == 1.0
+
+
+def test_the_embedder_factory_attaches_the_saved_factor_and_an_adapter_multiplies_it(tmp_path):
+    from bot.runtime.factories import new_embedder
+    from bot.settings import Settings
+    from search.fusion_weights import save_dense_factor
+
+    settings = Settings(_env_file=None)
+    save_dense_factor(tmp_path, 1.5)
+    tuned = new_embedder(settings, str(tmp_path))  # not loaded: the factor is read at once
+    assert tuned.dense_factor == 1.5
+    assert new_embedder(settings, "all-MiniLM-L6-v2").dense_factor == 1.0
+    adapter = QueryAdapter(np.zeros((4, 4), np.float32), np.zeros(4, np.float32), 2.0)
+    assert AdaptedEmbedder(tuned, adapter).dense_factor == 3.0
+    assert Retriever(_ListsIndex(), AdaptedEmbedder(tuned, adapter)).fusion_for("q").dense == 3.0
+
+
+def test_cross_fit_ranks_each_half_with_the_setting_best_on_the_other():
+    from bot.training.gate import cross_fit, random_halves
+
+    held = [f"h{i}" for i in range(8)]
+    a, b = random_halves(held, 13)
+    # Setting 2.0 is perfect on half a and useless on half b; 1.0 (neutral) is middling on both.
+    per = {1.0: {q: {"ndcg@10": 0.5} for q in held},
+           2.0: {q: {"ndcg@10": 1.0 if q in a else 0.0} for q in held}}
+    for q in held:
+        for m in ("mrr@10", "hit@1", "hit@5", "hit@10"):
+            per[1.0][q][m] = per[2.0][q][m] = 0.0
+    per[1.0]["g"] = per[2.0]["g"] = {"ndcg@10": 0.3, "mrr@10": 0, "hit@1": 0, "hit@5": 0,
+                                      "hit@10": 0}
+    out, best, (fit_a, fit_b), by = cross_fit(per, {"heldout": held, "guard": ["g"]}, 13,
+                                              "hybrid", neutral=1.0)
+    # On all held-out questions both score 0.5: the tie goes to the neutral setting ...
+    assert best == 1.0 and by == {1.0: 0.5, 2.0: 0.5}
+    # ... half a is ranked with what half b prefers (1.0), half b with what half a prefers (2.0):
+    # the figure does not reward 2.0 for fitting half a.
+    assert (fit_a, fit_b) == (1.0, 2.0)
+    assert out["heldout"]["metrics"]["ndcg@10"] == 0.25
+    assert out["guard"]["ndcg"] == {"g": 0.3}
