@@ -183,9 +183,10 @@ def saved_dense_factor(model: str) -> float:
     return factor if factor > 0 and factor == factor and factor != float("inf") else 1.0
 
 
-def save_dense_factor(model_dir, factor: float, **about) -> None:
+def save_dense_factor(model_dir, dense_factor: float, **about) -> None:
+    """Save ``dense_factor`` with a model directory (``about``: how it was fitted, for people)."""
     import json
     from pathlib import Path
 
     (Path(model_dir) / FACTOR_FILE).write_text(
-        json.dumps({"dense_factor": factor, **about}, indent=1), encoding="utf-8")
+        json.dumps({"dense_factor": dense_factor, **about}, indent=1), encoding="utf-8")

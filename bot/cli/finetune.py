@@ -55,8 +55,9 @@ async def run_finetune(args, settings: Settings | None = None) -> int:
                             epochs=args.epochs, max_steps=args.max_steps, force=args.force,
                             say=say, questions=getattr(args, "questions", None))
     if args.json:
-        # A reranker's fitted blend and an adapter's fitted dense weight, when there is one.
-        print_json({k: result[k] for k in (*RESULT_KEYS, "blend", "dense_factor") if k in result})
+        # A reranker's fitted blend, an adapter's or embedder's fitted dense weight, if any.
+        fitted = ("blend", "dense_factor", "dense_factor_fit")
+        print_json({k: result[k] for k in (*RESULT_KEYS, *fitted) if k in result})
     else:
         from bot.jobs.training import gate_table, verdict_text
 

@@ -159,6 +159,7 @@ def result_text(result: dict, *, requested: str = "") -> str:
              f"no training question is about){mode}{requested}.")
     if (factor := result.get("dense_factor")) is not None:
         where += (f" The {kind} fuses with the dense weight x{factor:g}, fitted "
-                  + ("on the held-out questions (their figure cross-fitted)." if kind == "embedder"
-                     else "on its training questions out of fold."))
+                  + ("on its training questions out of fold."
+                     if result.get("dense_factor_fit") == "out of fold"
+                     else "on the held-out questions (their figure cross-fitted)."))
     return "\n".join([head, where, "```", gate_table(result), "```"])

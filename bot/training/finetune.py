@@ -27,7 +27,7 @@ from bot.console import CliError
 from bot.settings import Settings
 from bot.training.gate import (
     candidate_retriever,
-    gate_embedder,
+    gate_dense_factor,
     gate_eval,
     gate_reranker,
     vector_lookup,
@@ -115,8 +115,22 @@ async def finetune(settings: Settings, kind: str, *, dataset: str | Path | None 
                 after, blend = await gate_reranker(args, settings, services, data, sets,
                                                     registry.path(candidate.id))
             elif candidate.kind == "embedder" and f.embedder_fit_fusion:
-                after, fusion = await gate_embedder(args, settings, trained, data, sets,
-                                                    registry.path(candidate.id))
+                from search.fusion_weights import save_dense_factor
+
+                embedder = trained.embedder
+                after, fusion = await gate_dense_factor(
+                    args, settings, trained, data, sets,
+                    lambda x: setattr(embedder, "dense_factor", x))
+                if fusion:
+                    save_dense_factor(registry.path(candidate.id), **fusion)
+            elif candidate.kind == "adapter" and _tuned_embedder(settings) \
+                    and f.adapter_fusion_folds >= 2:
+                # Its training queries are the fine-tuned embedder's too: fit on held-out.
+                adapter = trained.embedder.adapter
+                after, fusion = await gate_dense_factor(
+                    args, settings, trained, data, sets,
+                    lambda x: setattr(adapter, "dense_factor", x))
+                adapter.save(registry.path(candidate.id))
             else:
                 after = await gate_eval(args, trained, data, sets, "candidate")
         finally:
@@ -150,9 +164,20 @@ async def finetune(settings: Settings, kind: str, *, dataset: str | Path | None 
             "gate_passed": passed, "validation_queries": len(sets["heldout"]),
             "guard_queries": len(sets["guard"]), "training_seconds": candidate.training_seconds,
             **({"blend": blend["blend"]} if blend else {}),
-            **({"dense_factor": fusion["dense_factor"]} if fusion else
-               {"dense_factor": candidate.settings["dense_factor"]}
+            **({"dense_factor": fusion["dense_factor"], "dense_factor_fit": "held-out"}
+               if fusion else
+               {"dense_factor": candidate.settings["dense_factor"],
+                "dense_factor_fit": "out of fold"}
                if "dense_factor" in candidate.settings else {})}
+
+
+def _tuned_embedder(settings) -> bool:
+    """Whether a fine-tuned embedder from the registry is in use: the training queries of a
+    stack are its training data too (search.finetune.data.split_for_gate)."""
+    from bot.runtime.factories import model_registry
+
+    registry = model_registry(settings)
+    return settings.finetune.use_registry and registry.active("embedder") is not None
 
 
 def gate_text(gate: dict) -> str:
@@ -324,7 +349,7 @@ async def _train(args, settings, registry, services, data, examples):
         vex = await asyncio.to_thread(vector_examples, examples, lookup, query_vectors)
         adapter, stats = await run_training(args, "training adapter", train_adapter, vex,
                                          config=config)
-        if f.adapter_fusion_folds >= 2:
+        if f.adapter_fusion_folds >= 2 and not _tuned_embedder(settings):
             from bot.training.adapter_fusion import fit_dense_factor
 
             adapter.dense_factor, fit = await fit_dense_factor(

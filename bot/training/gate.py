@@ -194,34 +194,31 @@ def cross_fit(per: dict, sets: dict[str, list[str]], seed: int, mode: str, *,
     return out, best, (a, b), by
 
 
-async def gate_embedder(args, settings, retriever, data, sets: dict[str, list[str]],
-                        model_dir: Path):
-    """The candidate embedder's gate figures (as :func:`gate_eval`) with the RRF dense weight
-    that goes with it, and that factor (saved in ``model_dir``).
+async def gate_dense_factor(args, settings, retriever, data, sets: dict[str, list[str]],
+                            set_factor):
+    """The candidate's gate figures (as :func:`gate_eval`) with the RRF dense weight fitted on
+    the held-out questions, and what was fitted (None when the mode fuses nothing).
 
-    A fine-tuned embedder's dense list is better, so the equal-weight fusion that suited the
-    base model under-trusts it. The factor cannot be fitted on its training queries (it learned
-    them) nor out of fold (that would train several embedders), so it is fitted on the held-out
-    questions and cross-fitted there (:func:`cross_fit`), as a reranker's blend is."""
+    For a candidate whose fitting set cannot be its training queries: a fine-tuned embedder
+    learned them (and fitting out of fold would train several embedders), and an adapter over
+    a fine-tuned embedder sees them through that embedder. So the factor is fitted on the
+    held-out questions and cross-fitted there (:func:`cross_fit`), as a reranker's blend is.
+    ``set_factor(f)`` makes the candidate fuse at ``f``; it is left at the best factor."""
     from search.finetune.fusion_fit import FACTORS
-    from search.fusion_weights import save_dense_factor
 
     mode = retriever.default_mode
     if mode not in ("hybrid", "rerank"):  # nothing is fused: the factor would change nothing
         return await gate_eval(args, retriever, data, sets, "candidate"), None
-    embedder = retriever.embedder
     per = {}
     for factor in FACTORS:
-        embedder.dense_factor = factor
+        set_factor(factor)
         per[factor] = await _per_query(args, retriever, data, sets,
                                        f"candidate, dense x{factor:g}")
     out, best, (a, b), by = cross_fit(per, sets, settings.finetune.seed, mode, neutral=1.0)
-    embedder.dense_factor = best
-    save_dense_factor(model_dir, best, fitted_on="held-out questions",
-                      **{"ndcg@10_by_factor": {f"{x:g}": v for x, v in by.items()}})
+    set_factor(best)
     say(args, f"fusion: dense weight x{best:g} (held-out nDCG@10 by factor: "
          + ", ".join(f"x{x:g} {v:.4f}" for x, v in by.items())
          + f"); the gate's held-out figure is cross-fitted (random halves ranked at x{a:g} and "
          f"x{b:g}), the guard is ranked at x{best:g}")
-    return out, {"dense_factor": best, "half_factors": [a, b],
+    return out, {"dense_factor": best, "fitted_on": "held-out questions", "half_factors": [a, b],
                  "ndcg@10_by_factor": {f"{x:g}": v for x, v in by.items()}}

