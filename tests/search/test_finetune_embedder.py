@@ -134,7 +134,7 @@ async def test_gate_refuses_bad_candidate_force_promotes_reembeds_and_rollback_r
     from search.finetune.registry import Candidate
 
     for key, value in {"VAL_FRACTION": "0.5", "MIN_GAIN": "0.0001", "EMBEDDER_BATCH_SIZE": "4",
-                       "EMBEDDER_MAX_TOKENS": "64"}.items():
+                       "EMBEDDER_MAX_TOKENS": "64", "EMBEDDER_FIT_FUSION": "true"}.items():
         monkeypatch.setenv(f"LOREBOT_FINETUNE__{key}", value)
     settings = Settings(_env_file=None)
     live, gate_index = settings.index_path, data_dir / "eval" / "tiny.sqlite3"
