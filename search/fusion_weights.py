@@ -165,7 +165,8 @@ def fusion_weights(
 
 
 # A fine-tuned embedder's fitted RRF dense weight, saved in its model directory by the gate
-# (bot.training.gate.gate_embedder) and read back by whatever loads the model.
+# (bot.training.gate.gate_dense_factor, when FINETUNE__EMBEDDER_FIT_FUSION is on) and read back
+# by whatever loads the model (bot.runtime.factories.new_embedder).
 FACTOR_FILE = "lorebot_fusion.json"
 
 
