@@ -171,17 +171,29 @@ FACTOR_FILE = "lorebot_fusion.json"
 
 
 def saved_dense_factor(model: str) -> float:
-    """The dense-weight factor saved with a model directory; 1.0 for anything else (a model
-    name, a directory without the file, a file that cannot be read: the configured weights)."""
+    """The dense-weight factor saved with a model directory; 1.0 (the configured weights) for a
+    model name or a directory without the file, and, with a warning naming the file, for a
+    file that cannot be read or holds no positive number."""
     import json
+    import logging
+    import math
     from pathlib import Path
 
     path = Path(model) / FACTOR_FILE
+    if not path.is_file():
+        return 1.0
     try:
         factor = float(json.loads(path.read_text(encoding="utf-8"))["dense_factor"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 1.0
-    return factor if factor > 0 and factor == factor and factor != float("inf") else 1.0
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        factor, why = math.nan, f"{type(exc).__name__}: {exc}"
+    else:
+        why = f"dense_factor is {factor}"
+    if math.isfinite(factor) and factor > 0:
+        return factor
+    logging.getLogger(__name__).warning(
+        "ignoring %s (%s): fusing at the configured weights; delete the file or rerun "
+        "`lorebot finetune embedder`", path, why)
+    return 1.0
 
 
 def save_dense_factor(model_dir, dense_factor: float, **about) -> None:

@@ -129,7 +129,8 @@ async def test_the_retriever_fuses_with_the_factor_of_the_adapter_in_use():
     assert adapted.fuse(lexical, semantic, (1.0, 2.0))[0].doc_id == "right"
 
 
-def test_a_saved_factor_is_read_back_and_anything_else_means_the_configured_weights(tmp_path):
+def test_a_saved_factor_is_read_back_and_anything_else_means_the_configured_weights(tmp_path,
+                                                                                   caplog):
     from search.fusion_weights import FACTOR_FILE, save_dense_factor, saved_dense_factor
 
     save_dense_factor(tmp_path, 1.5, fitted_on="held-out questions")
@@ -138,7 +139,9 @@ def test_a_saved_factor_is_read_back_and_anything_else_means_the_configured_weig
     for bad in ("{", '{"dense_factor": "x"}', '{"dense_factor": -2}', '{"dense_factor": NaN}',
                 "[]"):
         (tmp_path / FACTOR_FILE).write_text(bad)
+        caplog.clear()
         assert saved_dense_factor(str(tmp_path)) == 1.0
+        assert f"ignoring {tmp_path / FACTOR_FILE}" in caplog.text  # said, not silent
 
 
 def test_the_embedder_factory_attaches_the_saved_factor_and_an_adapter_multiplies_it(tmp_path):
