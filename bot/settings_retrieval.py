@@ -208,6 +208,11 @@ class FinetuneSettings(BaseModel):
     reranker_batch_size: int = Field(16, ge=1, description="Pairs per reranker training step.")
     reranker_learning_rate: float = Field(1e-4, gt=0, description="Reranker AdamW learning rate.")
     reranker_max_tokens: int = Field(256, ge=32, description="Tokens per pair while training.")
+    reranker_prior_negatives: int = Field(
+        2, ge=0, description="Besides its hard negatives, each reranker training question also "
+        "ranks up to this many of its hits that are another training question's answer, so the "
+        "model learns what answers the question, not which documents are answers (0: none)."
+    )
     reranker_layers: int | None = Field(
         3, ge=1, description="Train the reranker from this many of the base model's transformer "
         "layers (evenly spaced): 3 of MiniLM's 6 rerank twice as fast on a CPU; 6 keeps them all."

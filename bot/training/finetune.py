@@ -307,6 +307,7 @@ async def _train(args, settings, registry, services, data, examples):
             epochs=args.epochs or f.reranker_epochs, batch_size=f.reranker_batch_size,
             learning_rate=f.reranker_learning_rate, max_length=f.reranker_max_tokens,
             max_steps=args.max_steps, seed=f.seed, layers=f.reranker_layers,
+            prior_negatives=f.reranker_prior_negatives,
         )
         base = s.embedding_model
         started = time.perf_counter()

@@ -41,7 +41,7 @@ def train_cross_encoder(
 
     from search.rerank_model import keep_layers
 
-    groups = training_groups(examples)
+    groups = training_groups(examples, config.prior_negatives)
     if not groups:
         raise ValueError("no training groups: no example has both a positive and a negative")
     with quiet_transformers():

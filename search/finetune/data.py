@@ -27,13 +27,16 @@ class Passage:
 
 @dataclass
 class Example:
-    """One training query with its positive and hard-negative passages."""
+    """One training query with its positive and hard-negative passages; ``others``: the rest of
+    the retriever's hits for it (one passage per document, best first), neither positive nor
+    kept as a hard negative."""
 
     qid: str
     query: str
     positive_docs: set[str]
     positives: list[Passage] = field(default_factory=list)
     negatives: list[Passage] = field(default_factory=list)
+    others: list[Passage] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -171,8 +174,9 @@ async def mine_examples(
                 ex.negatives.append(passage_of(best[doc]))
         seen = {p.doc_id for p in ex.negatives} | pos_docs
         ranked = [h for h in best.values() if h.doc_id not in seen][skip_top:]
-        for hit in ranked[: max(0, negatives - len(ex.negatives))]:
-            ex.negatives.append(passage_of(hit))
+        keep = max(0, negatives - len(ex.negatives))
+        ex.negatives += [passage_of(hit) for hit in ranked[:keep]]
+        ex.others = [passage_of(hit) for hit in ranked[keep:]]
         if ex.positives:
             examples.append(ex)
         if progress is not None:
@@ -244,6 +248,8 @@ async def mine_feedback_examples(
                 ex.negatives.insert(0, passage_of(hit))
             elif len(ex.negatives) < negatives and good:
                 ex.negatives.append(passage_of(hit))
+            else:
+                ex.others.append(passage_of(hit))
         if ex.positives or ex.negatives:  # a wrong source alone still teaches the reranker
             examples.append(ex)
     return examples
@@ -254,5 +260,6 @@ def digest(examples: Sequence[Example]) -> str:
     h = hashlib.sha256()
     for ex in examples:
         h.update(json.dumps([ex.qid, ex.query, [asdict(p) for p in ex.positives],
-                             [asdict(p) for p in ex.negatives]], sort_keys=True).encode())
+                             [asdict(p) for p in ex.negatives],
+                             [asdict(p) for p in ex.others]], sort_keys=True).encode())
     return "sha256:" + h.hexdigest()[:16]

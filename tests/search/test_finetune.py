@@ -62,6 +62,7 @@ async def test_hard_negatives_are_the_retrievers_top_hits_minus_positives():
     (ex,) = await mine_examples(search, {"q": "question"}, {"q": ["p"]}, negatives=2)
     assert [p.doc_id for p in ex.positives] == ["p"]
     assert [p.doc_id for p in ex.negatives] == ["a", "b"]
+    assert [p.doc_id for p in ex.others] == ["c"]  # the rest, one passage per document
     assert ex.positives[0].text.startswith("P\n")  # what the reranker sees: title, then text
     assert digest([ex]) == digest([ex]) and digest([ex]).startswith("sha256:")
 
@@ -207,3 +208,27 @@ def test_reranker_groups_become_one_dataset_per_group_size():
         "negatives_2": {"query": ["vpn?"], "positive": ["A"], "negative_1": ["N"],
                         "negative_2": ["M"]},
     }
+
+
+def test_reranker_groups_add_other_questions_answers_among_the_hits_as_negatives():
+    """A document that is some training question's answer must also be seen losing, for the
+    questions it does not answer, or the reranker learns a prior for that document."""
+    from search.finetune.data import Example, Passage
+    from search.finetune.reranker import training_groups
+
+    def ex(qid, pos, negatives, others):
+        return Example(qid, qid + "?", {pos}, [Passage(pos, pos.upper())],
+                       [Passage(d, d.upper()) for d in negatives],
+                       [Passage(d, d.upper() + " here") for d in others])
+
+    exs = [ex("q1", "a", ["n"], ["x", "b", "a2", "c", "d"]),  # b, c, d: other answers
+           ex("q2", "b", ["m"], ["a"]),
+           ex("q3", "c", ["n"], []),
+           ex("q4", "d", [], ["y"])]  # no hard negative and no other answer: still dropped
+    assert training_groups(exs) == [("q1?", ["A", "N"]), ("q2?", ["B", "M"]),
+                                    ("q3?", ["C", "N"])]
+    # Up to the setting's count, best first, as this question's hit showed them; never its own
+    # answer, never a document no training question is about.
+    assert training_groups(exs, prior_negatives=2) == [
+        ("q1?", ["A", "N", "B here", "C here"]), ("q2?", ["B", "M", "A here"]),
+        ("q3?", ["C", "N"])]
