@@ -79,7 +79,8 @@ async def run(args) -> dict:
         config = RerankerTraining(epochs=f.reranker_epochs, batch_size=f.reranker_batch_size,
                                   learning_rate=f.reranker_learning_rate,
                                   max_length=f.reranker_max_tokens, max_steps=args.max_steps,
-                                  seed=f.seed, layers=f.reranker_layers)
+                                  seed=f.seed, layers=f.reranker_layers,
+                                  prior_negatives=f.reranker_prior_negatives)
         models = {"standard CrossEncoder (MNRL)": (out / "cross-encoder", train_cross_encoder)}
         if args.lorebot:
             models = {"lorebot segment-cosine": (Path(args.lorebot), None), **models}

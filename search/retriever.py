@@ -6,6 +6,7 @@ Fusion and reranking live here, above the index protocol, so every backend ranks
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 from typing import Literal, Protocol, runtime_checkable
@@ -77,6 +78,18 @@ class Retriever:
         self._fuse = FUSIONS[fusion_level]  # chunk- or document-level RRF, one signature
         self._mode_setting = default_mode  # None: the mode follows the reranker (use_models)
         self.default_mode: Mode = default_mode or ("rerank" if reranker else "hybrid")
+        self._memo: dict | None = None
+
+    @contextlib.contextmanager
+    def reusing_candidates(self):
+        """Within the block each query's BM25 and k-NN lists are searched once and reused: for
+        passes that differ only in fusion weights (fitting a dense weight on the gate's
+        questions), which would otherwise embed and search every query once per weight."""
+        self._memo = {}
+        try:
+            yield self
+        finally:
+            self._memo = None
 
     def use_models(self, embedder: Embedder, reranker: Reranker | None) -> None:
         """Search with other models from now on (a promotion or rollback elsewhere, see
@@ -176,6 +189,17 @@ class Retriever:
         self, query: str, depth: int, sources: Sequence[str] | None
     ) -> tuple[list[Hit], list[Hit]]:
         """BM25 and k-NN candidate lists; fusion is the caller's, so every backend ranks alike."""
+        memo = self._memo
+        if memo is None:
+            return await self._search_candidates(query, depth, sources)
+        key = (query, depth, tuple(sources) if sources is not None else None)
+        if key not in memo:
+            memo[key] = await self._search_candidates(query, depth, sources)
+        return memo[key]
+
+    async def _search_candidates(
+        self, query: str, depth: int, sources: Sequence[str] | None
+    ) -> tuple[list[Hit], list[Hit]]:
         if isinstance(self.index, HybridCandidates):
             # One round trip for both searches (OpenSearch `_msearch`); the query must be
             # embedded first, as the k-NN half needs the vector.

@@ -210,10 +210,11 @@ async def gate_dense_factor(args, settings, retriever, data, sets: dict[str, lis
     if mode not in ("hybrid", "rerank"):  # nothing is fused: the factor would change nothing
         return await gate_eval(args, retriever, data, sets, "candidate"), None
     per = {}
-    for factor in FACTORS:
-        set_factor(factor)
-        per[factor] = await _per_query(args, retriever, data, sets,
-                                       f"candidate, dense x{factor:g}")
+    with retriever.reusing_candidates():  # only the fusion changes from one factor to the next
+        for factor in FACTORS:
+            set_factor(factor)
+            per[factor] = await _per_query(args, retriever, data, sets,
+                                           f"candidate, dense x{factor:g}")
     out, best, (a, b), by = cross_fit(per, sets, settings.finetune.seed, mode, neutral=1.0)
     set_factor(best)
     say(args, f"fusion: dense weight x{best:g} (held-out nDCG@10 by factor: "

@@ -129,6 +129,44 @@ async def test_the_retriever_fuses_with_the_factor_of_the_adapter_in_use():
     assert adapted.fuse(lexical, semantic, (1.0, 2.0))[0].doc_id == "right"
 
 
+async def test_passes_that_differ_only_in_the_dense_weight_search_each_query_once():
+    """gate_dense_factor ranks the held-out questions at 8 weights: within
+    reusing_candidates the index and the embedder are asked once per query, and every pass still
+    fuses at its own weight."""
+    calls = []
+
+    class Counting(_ListsIndex):
+        async def bm25(self, query, k, sources=None):
+            calls.append(("bm25", query, tuple(sources or ())))
+            return await super().bm25(query, k, sources)
+
+        async def knn(self, vector, k, sources=None):
+            calls.append(("knn", tuple(sources or ())))
+            return await super().knn(vector, k, sources)
+
+    embedder = SimpleNamespace(model_id="all-MiniLM-L6-v2", dense_factor=1.0)
+
+    async def embed_query(text):
+        calls.append(("embed", text))
+        return np.ones(4, np.float32) / 2
+
+    embedder.embed_query = embed_query
+    retriever = Retriever(Counting(), embedder, dense_weight=0.8, language_aware=False)
+    firsts = []
+    with retriever.reusing_candidates():
+        for factor in (1.0, 2.0):
+            embedder.dense_factor = factor
+            for sources in (["a"], ["b"]):
+                firsts.append((await retriever.search("q", mode="hybrid", k=1,
+                                                      sources=sources))[0].doc_id)
+    assert firsts == ["wrong", "wrong", "right", "right"]
+    # Once per query and sources: a search within other sources is its own.
+    assert sorted(c[0] for c in calls) == ["bm25", "bm25", "embed", "embed", "knn", "knn"]
+    calls.clear()
+    await retriever.search("q", mode="hybrid", k=1, sources=["a"])
+    assert len(calls) == 3  # outside the block every search asks again
+
+
 def test_a_saved_factor_is_read_back_and_anything_else_means_the_configured_weights(tmp_path,
                                                                                    caplog):
     from search.fusion_weights import FACTOR_FILE, save_dense_factor, saved_dense_factor
