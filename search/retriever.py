@@ -100,6 +100,8 @@ class Retriever:
         self.embedder = embedder
         self.reranker = reranker
         self.default_mode = self._mode_setting or ("rerank" if reranker else "hybrid")
+        if self._memo is not None:
+            self._memo.clear()  # lists searched with the old embedder's vectors
 
     @property
     def has_reranker(self) -> bool:

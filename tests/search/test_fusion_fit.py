@@ -159,9 +159,13 @@ async def test_passes_that_differ_only_in_the_dense_weight_search_each_query_onc
             for sources in (["a"], ["b"]):
                 firsts.append((await retriever.search("q", mode="hybrid", k=1,
                                                       sources=sources))[0].doc_id)
-    assert firsts == ["wrong", "wrong", "right", "right"]
-    # Once per query and sources: a search within other sources is its own.
-    assert sorted(c[0] for c in calls) == ["bm25", "bm25", "embed", "embed", "knn", "knn"]
+        assert firsts == ["wrong", "wrong", "right", "right"]
+        # Once per query and sources: a search within other sources is its own.
+        assert sorted(c[0] for c in calls) == ["bm25", "bm25", "embed", "embed", "knn", "knn"]
+        calls.clear()
+        retriever.use_models(embedder, None)  # another model: its vectors, searched again
+        await retriever.search("q", mode="hybrid", k=1, sources=["a"])
+        assert len(calls) == 3
     calls.clear()
     await retriever.search("q", mode="hybrid", k=1, sources=["a"])
     assert len(calls) == 3  # outside the block every search asks again
