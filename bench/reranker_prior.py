@@ -14,7 +14,6 @@ index holds SciFact (LOREBOT_DATA_DIR):
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import sys
@@ -22,20 +21,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SCIFACT, print_table, write_result  # noqa: E402
+from bench.common import (  # noqa: E402
+    eval_index,
+    gate_questions,
+    print_table,
+    reranker_dirs_args,
+    write_result,
+)
 
 GROUPS = ("relevant", "training answer", "other")
 
 
 async def moves(settings, services, reranker, queries, qrels, answers, sources) -> dict:
     """Mean places moved per candidate group, and training answers per question."""
+    from bot.training.gate import GATE_FETCH
     from search.models_runtime import run_model
     from search.rerank import hit_text
 
     depth = settings.search.rerank_depth
     moved: dict[str, list[int]] = {g: [] for g in GROUPS}
     for qid, query in queries.items():
-        hits = await services.retriever.search(query, mode="hybrid", k=30, sources=sources)
+        hits = await services.retriever.search(query, mode="hybrid", k=GATE_FETCH,
+                                               sources=sources)
         best: dict = {}
         for hit in hits:  # the best chunk of each document, as the gate ranks documents
             best.setdefault(hit.doc_id, hit)
@@ -59,17 +66,11 @@ async def run(args) -> dict:
     from bot.runtime.services import build_services
     from bot.settings import Settings
     from search.evaluation import load_beir
-    from search.finetune.data import split_for_gate
 
     settings = Settings()
-    f = settings.finetune
     train = load_beir(args.dataset, "train")
-    index_path = settings.data_dir / "eval" / f"{train.name}.sqlite3"
-    if not index_path.exists():
-        raise SystemExit(f"no SciFact index at {index_path}: run `lorebot eval --dataset` first")
-    split = split_for_gate(train.qrels, guard_fraction=f.val_fraction,
-                           heldout_fraction=f.heldout_fraction, seed=f.seed)
-    answers = {d for q in split.train for d, g in train.qrels[q].items() if g > 0}
+    index_path = eval_index(settings, train.name)
+    split, answers = gate_questions(settings, train.qrels)
     report: dict = {"depth": settings.search.rerank_depth, "rerankers": {}}
     services = build_services(settings, index_path=index_path, with_llm=False)
     async with services:
@@ -84,11 +85,7 @@ async def run(args) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("rerankers", nargs="+", help="reranker directories (e.g. registry candidates)")
-    p.add_argument("--dataset", default=str(SCIFACT))
-    args = p.parse_args()
-    report = asyncio.run(run(args))
+    report = asyncio.run(run(reranker_dirs_args(__doc__)))
     rows = []
     for path, sets in report["rerankers"].items():
         for name, r in sets.items():

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SCIFACT, median  # noqa: E402
+from bench.common import SCIFACT, eval_index, median  # noqa: E402
 
 
 async def run(args) -> dict:
@@ -48,9 +48,7 @@ async def run(args) -> dict:
     settings = Settings()
     f, s = settings.finetune, settings.search
     train, test = load_beir(args.dataset, "train"), load_beir(args.dataset, "test")
-    index_path = settings.data_dir / "eval" / f"{train.name}.sqlite3"
-    if not index_path.exists():
-        raise SystemExit(f"no SciFact index at {index_path}: run `lorebot eval --dataset` first")
+    index_path = eval_index(settings, train.name)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sources = [f"eval:{train.name}"]

@@ -13,33 +13,34 @@ ones the rerankers were trained on (LOREBOT_DATA_DIR):
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SCIFACT, print_table, write_result  # noqa: E402
+from bench.common import (  # noqa: E402
+    eval_index,
+    gate_questions,
+    print_table,
+    reranker_dirs_args,
+    write_result,
+)
 
 
 async def run(args) -> dict:
     from bot.runtime.factories import new_reranker, new_retriever
     from bot.runtime.services import build_services
     from bot.settings import Settings
+    from bot.training.gate import GATE_FETCH
     from search.evaluation import evaluate, load_beir
-    from search.finetune.data import split_for_gate
     from search.finetune.significance import paired
 
     settings = Settings()
     f = settings.finetune
     train, test = load_beir(args.dataset, "train"), load_beir(args.dataset, "test")
-    index_path = settings.data_dir / "eval" / f"{train.name}.sqlite3"
-    if not index_path.exists():
-        raise SystemExit(f"no SciFact index at {index_path}: run `lorebot eval --dataset` first")
-    split = split_for_gate(train.qrels, guard_fraction=f.val_fraction,
-                           heldout_fraction=f.heldout_fraction, seed=f.seed)
-    answers = {d for q in split.train for d, g in train.qrels[q].items() if g > 0}
+    index_path = eval_index(settings, train.name)
+    _, answers = gate_questions(settings, train.qrels)
     known = [q for q in test.queries
              if any(g > 0 and d in answers for d, g in test.qrels[q].items())]
     slices = {"all": list(test.queries), "known": known,
@@ -48,9 +49,9 @@ async def run(args) -> dict:
     services = build_services(settings, index_path=index_path, with_llm=False)
     async with services:
         async def per_query(retriever, mode):
-            # As the gate ranks: the top 10 documents of 30 chunk hits.
+            # As the gate ranks: the top 10 documents of GATE_FETCH chunk hits.
             r = await evaluate(retriever, test.queries, test.qrels, [mode], depth=10,
-                               fetch_k=30, sources=sources)
+                               fetch_k=GATE_FETCH, sources=sources)
             return {q: v["ndcg@10"] for q, v in r.per_query[mode].items()}
 
         base = await per_query(services.retriever, "hybrid")
@@ -71,11 +72,7 @@ async def run(args) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("rerankers", nargs="+", help="reranker directories (e.g. registry candidates)")
-    p.add_argument("--dataset", default=str(SCIFACT))
-    args = p.parse_args()
-    report = asyncio.run(run(args))
+    report = asyncio.run(run(reranker_dirs_args(__doc__)))
     rows = [("hybrid", ", ".join(f"{k} {v:.4f}" for k, v in report["hybrid"].items()))]
     for path, by in report["rerankers"].items():
         rows.append((Path(path).name, ", ".join(
